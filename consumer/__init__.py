@@ -1,0 +1,1 @@
+"""Streaming sentiment consumer: Kafka in, labelled topic, Redis counters, alerts."""

@@ -1,0 +1,73 @@
+"""Builders for the events this system writes: labelled events and dead-letter envelopes.
+
+Building them in one place keeps every writer on the contract in `schemas/json/`.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Mapping
+
+from .errors import EventError
+from .timestamps import format_timestamp
+
+
+def labelled_event(
+    event: Mapping[str, Any],
+    *,
+    query_norm: str | None,
+    label: str,
+    probs: Mapping[str, float],
+    model_name: str,
+    model_version: str,
+    processed_at_ms: int,
+) -> dict[str, Any]:
+    """The input event, unknown fields included, plus the sentiment verdict."""
+    score = probs.get("positive", 0.0) - probs.get("negative", 0.0)
+    return {
+        **event,
+        "query_norm": query_norm,
+        "sentiment": {
+            "label": label,
+            "score": round(max(-1.0, min(1.0, score)), 6),
+            "probs": {name: round(float(p), 6) for name, p in probs.items()},
+        },
+        "model": {"name": model_name, "version": model_version},
+        "processed_at": format_timestamp(processed_at_ms),
+    }
+
+
+def dead_letter_envelope(
+    raw: bytes | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    error_code: str,
+    error_message: str,
+    received_at_ms: int,
+) -> dict[str, Any]:
+    """Wrap a rejected message so nothing is lost: original bytes, where it came from, why."""
+    if raw is None:
+        original, encoding = None, None
+    else:
+        try:
+            original, encoding = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            original, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+    return {
+        "original": original,
+        "original_encoding": encoding,
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+        "error_code": str(error_code),
+        "error_message": error_message,
+        "received_at": format_timestamp(received_at_ms),
+    }
+
+
+def dead_letter_for(error: EventError, raw: bytes | None, *, topic: str, partition: int, offset: int, received_at_ms: int) -> dict[str, Any]:
+    """Dead-letter envelope for a validation error."""
+    return dead_letter_envelope(
+        raw, topic=topic, partition=partition, offset=offset,
+        error_code=error.code, error_message=error.message, received_at_ms=received_at_ms,
+    )

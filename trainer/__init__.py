@@ -1,0 +1,1 @@
+"""Trainer: fine-tunes the sentiment checkpoints the consumer loads."""
