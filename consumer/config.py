@@ -1,0 +1,61 @@
+"""Typed consumer configuration. Every field is a flag and an environment variable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class KafkaSettings:
+    bootstrap_servers: str = field(default="127.0.0.1:9092", metadata={"env": "KAFKA_BOOTSTRAP_SERVERS", "help": "Kafka bootstrap servers, host:port[,host:port]"})
+    group_id: str = field(default="sentiment-consumer", metadata={"env": "GROUP_ID", "help": "consumer group; run more processes with the same id to scale out"})
+    input_topics: list[str] = field(default_factory=lambda: ["search-results", "reviews"], metadata={"help": "topics to read (comma-separated or repeated)", "metavar": "TOPIC"})
+    output_topic: str = field(default="sentiment-labelled", metadata={"help": "topic for labelled events (keyed by normalized query)"})
+    dlq_topic: str = field(default="sentiment-dlq", metadata={"help": "dead-letter topic for invalid events"})
+    alerts_topic: str = field(default="sentiment-alerts", metadata={"help": "topic for negative-spike alerts"})
+    topic_partitions: int = field(default=4, metadata={"help": "partitions for output/DLQ/alerts topics created at start-up"})
+    topic_replication: int = field(default=1, metadata={"help": "replication factor for topics created at start-up"})
+    kafka_config: list[str] = field(default_factory=list, metadata={"help": "librdkafka setting key=value passed to every client (security.protocol, sasl.*, ssl.*); repeatable", "metavar": "KEY=VALUE"})
+    kafka_config_file: str = field(default="", metadata={"help": "file of librdkafka key=value lines (# comments), applied before --kafka-config"})
+
+
+@dataclass
+class RedisSettings:
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"help": "Redis URL; redis://user:pass@host:port/db, rediss:// for TLS"})
+    redis_prefix: str = field(default="sentiment", metadata={"help": "prefix of every Redis key this system writes"})
+
+
+@dataclass
+class CounterSettings:
+    bucket_seconds: int = field(default=60, metadata={"help": "fine counter bucket (event time) for windows up to an hour"})
+    windows: list[str] = field(default_factory=lambda: ["5m", "1h", "24h"], metadata={"help": "rolling windows kept in Redis; the longest bounds what is counted", "metavar": "WINDOW"})
+
+
+@dataclass
+class ModelSettings:
+    checkpoint: str = field(default="checkpoints/latest", metadata={"help": "checkpoint directory or its latest symlink"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    batch_size: int = field(default=64, metadata={"help": "most events per micro-batch"})
+    max_wait_ms: int = field(default=100, metadata={"help": "longest wait to fill a micro-batch"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = one per core)"})
+    cache_size: int = field(default=50_000, metadata={"help": "inference cache entries (same normalized text + model version); 0 disables"})
+
+
+@dataclass
+class RuntimeSettings:
+    metrics_port: int = field(default=9108, metadata={"help": "port for /metrics and /healthz (0 = off)"})
+    metrics_host: str = field(default="127.0.0.1", metadata={"help": "address /metrics and /healthz bind to"})
+    max_message_bytes: int = field(default=64 * 1024, metadata={"help": "largest accepted message value"})
+    max_text_bytes: int = field(default=16 * 1024, metadata={"help": "largest accepted text (UTF-8 bytes)"})
+    shutdown_timeout_s: float = field(default=30.0, metadata={"help": "on SIGTERM/SIGINT, longest time to drain, flush and commit"})
+    health_stall_s: float = field(default=60.0, metadata={"help": "/healthz fails when lag exists and nothing was committed for this long"})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR", "choices": ["DEBUG", "INFO", "WARNING", "ERROR"]})
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '5m', '1h', '2d' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip()
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise ValueError(f"window {text!r} is not a duration like 90s, 5m, 1h or 2d")
+    return int(text[:-1]) * units[text[-1]]

@@ -1,0 +1,101 @@
+"""librdkafka configuration: pass-through settings, secret redaction, topic creation."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from ..config import KafkaSettings
+from ..errors import ConfigError
+
+log = logging.getLogger("consumer.kafka")
+_SECRET = re.compile(r"(password|secret|token|\.key\.pem|private|credentials|sasl\.jaas)", re.IGNORECASE)
+REDACTED = "***"
+
+
+def redact(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy safe to log: values of password/secret/key settings replaced."""
+    return {key: REDACTED if _SECRET.search(key) else value for key, value in config.items()}
+
+
+def _parse_pairs(lines: list[str], where: str) -> dict[str, str]:
+    pairs = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{where}{number}: expected key=value, got {line.split('=')[0][:40]!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def client_config(settings: KafkaSettings) -> dict[str, str]:
+    """Settings common to every client: bootstrap servers plus pass-through librdkafka keys."""
+    config = {"bootstrap.servers": settings.bootstrap_servers}
+    if settings.kafka_config_file:
+        path = Path(settings.kafka_config_file)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"kafka config file {path}: {exc.strerror}") from None
+        config.update(_parse_pairs(lines, f"{path}:"))
+    config.update(_parse_pairs(settings.kafka_config, "--kafka-config #"))
+    return config
+
+
+def consumer_config(settings: KafkaSettings, on_stats=None) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        **client_config(settings),
+        "group.id": settings.group_id,
+        "auto.offset.reset": "earliest",
+        # Offsets are committed by the consumer loop only after outputs and Redis are done.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "partition.assignment.strategy": "range",
+        "statistics.interval.ms": 5000,
+        "max.poll.interval.ms": 300000,
+    }
+    if on_stats is not None:
+        config["stats_cb"] = on_stats
+    return config
+
+
+def producer_config(settings: KafkaSettings) -> dict[str, Any]:
+    return {
+        **client_config(settings),
+        # Idempotent: broker-side retries never duplicate or reorder within a partition.
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 200_000,
+    }
+
+
+def ensure_topics(settings: KafkaSettings, topics: list[str]) -> list[str]:
+    """Create missing topics; returns the ones created."""
+    admin = AdminClient(client_config(settings))
+    try:
+        existing = set(admin.list_topics(timeout=15).topics)
+    except KafkaException as exc:
+        raise ConfigError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
+    missing = [t for t in dict.fromkeys(topics) if t not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics([NewTopic(t, num_partitions=settings.topic_partitions,
+                                            replication_factor=settings.topic_replication) for t in missing])
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=30)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another process won the race
+                raise ConfigError(f"cannot create topic {topic}: {exc.args[0].str()}") from None
+    log.info("created topics", extra={"topics": missing, "partitions": settings.topic_partitions})
+    return missing

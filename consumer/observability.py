@@ -1,0 +1,107 @@
+"""Prometheus metrics, /healthz, and structured JSON logs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, plus any `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+                 "level": record.levelname, "logger": record.name, "msg": record.getMessage()}
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    logging.Formatter.converter = time.gmtime
+    for noisy in ("transformers", "huggingface_hub", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter("sentiment_events_in", "Messages read from input topics", ["topic"], registry=r)
+        self.events_out = Counter("sentiment_events_out", "Labelled events published", ["label"], registry=r)
+        self.dead_lettered = Counter("sentiment_events_dead_lettered", "Invalid events sent to the DLQ", ["error_code"], registry=r)
+        self.not_counted = Counter("sentiment_events_not_counted", "Labelled but outside the counter windows", ["reason"], registry=r)
+        self.truncated = Counter("sentiment_texts_truncated", "Texts cut to the model's max_length", registry=r)
+        self.cache_hits = Counter("sentiment_inference_cache_hits", "Texts answered by the inference cache", registry=r)
+        self.redis_retries = Counter("sentiment_redis_retries", "Redis update attempts that failed and were retried", registry=r)
+        self.batches = Counter("sentiment_batches", "Micro-batches committed", registry=r)
+        self.abandoned = Counter("sentiment_batches_abandoned", "Batches dropped uncommitted (rebalance, shutdown)", ["reason"], registry=r)
+        self.batch_size = Histogram("sentiment_batch_size", "Messages per micro-batch", registry=r,
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
+        self.inference_seconds = Histogram("sentiment_inference_seconds", "Model time per micro-batch", registry=r,
+                                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.e2e_latency = Histogram("sentiment_end_to_end_latency_seconds", "Event ts to labelled output", registry=r,
+                                     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
+        self.lag = Gauge("sentiment_consumer_lag", "Messages behind the high watermark", ["topic", "partition"], registry=r)
+        self.model = Gauge("sentiment_model_info", "Loaded model (value 1)", ["name", "version", "device"], registry=r)
+        self._lock = threading.Lock()
+        self.last_progress = time.monotonic()
+        self.total_lag = 0
+
+    def progressed(self) -> None:
+        self.last_progress = time.monotonic()
+
+    def on_stats(self, stats_json: str) -> None:
+        """librdkafka statistics callback: consumer lag per assigned partition."""
+        stats = orjson.loads(stats_json)
+        total = 0
+        for topic, info in stats.get("topics", {}).items():
+            for partition, p in info.get("partitions", {}).items():
+                lag = p.get("consumer_lag", -1)
+                if partition == "-1" or lag < 0:
+                    continue
+                self.lag.labels(topic, partition).set(lag)
+                total += lag
+        self.total_lag = total
+
+    def healthy(self, stall_s: float) -> bool:
+        """Unhealthy when there is lag but nothing was committed for `stall_s` seconds."""
+        return self.total_lag == 0 or time.monotonic() - self.last_progress < stall_s
+
+
+def serve_metrics(metrics: Metrics, host: str, port: int, stall_s: float) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            if self.path == "/metrics":
+                body, status, ctype = generate_latest(metrics.registry), 200, CONTENT_TYPE_LATEST
+            elif self.path == "/healthz":
+                ok = metrics.healthy(stall_s)
+                body = orjson.dumps({"status": "ok" if ok else "stalled", "lag": metrics.total_lag,
+                                     "seconds_since_progress": round(time.monotonic() - metrics.last_progress, 1)})
+                status, ctype = (200 if ok else 503), "application/json"
+            else:
+                body, status, ctype = b'{"error": "not found"}', 404, "application/json"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server

@@ -1,0 +1,174 @@
+"""Exact rolling sentiment counters in Redis, per normalized query and per product.
+
+Key layout (P = --redis-prefix, T = hash tag of one subject, so every key of a
+subject lives in one Redis Cluster slot):
+
+    P:{q:<h>}:f             fence hash: "<topic>|<partition>" -> highest applied offset; "name" -> the query
+    P:{q:<h>}:m:<minute>    fine bucket hash: label -> count (event-time minute)
+    P:{q:<h>}:h:<hour>      coarse bucket hash: label -> count (event-time hour)
+    (the same with {p:<h>} for products)
+
+<h> is a hash of the normalized query / product id, so any Unicode text (braces
+included) makes a safe, bounded key. A batch's increments for one subject and its
+fence are applied by one Lua script, which skips events at or below the fence: a
+replayed range is never counted twice. All subjects of a batch go in one
+pipelined round trip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
+import redis
+
+SUBJECT_KINDS = {"query": "q", "product": "p"}
+COARSE_SECONDS = 3600
+
+_APPLY = """
+-- KEYS[1]: fence hash; KEYS[2..]: bucket hashes
+-- ARGV[1]: subject name; ARGV[2]: fence ttl (s); ARGV[3 .. 2+K]: expire-at (epoch s) per bucket key
+-- then per event: "<topic>|<partition>", offset, label, bucket index, bucket index (1-based into buckets, 0 = none)
+local fence = KEYS[1]
+local nbuckets = #KEYS - 1
+local floor = {}
+local top = {}
+local touched = {}
+local applied = 0
+for i = 3 + nbuckets, #ARGV, 5 do
+  local tp = ARGV[i]
+  local offset = tonumber(ARGV[i + 1])
+  if floor[tp] == nil then
+    floor[tp] = tonumber(redis.call('HGET', fence, tp) or '-1')
+  end
+  if offset > floor[tp] then
+    applied = applied + 1
+    for j = 3, 4 do
+      local k = tonumber(ARGV[i + j])
+      if k > 0 then
+        redis.call('HINCRBY', KEYS[k + 1], ARGV[i + 2], 1)
+        touched[k] = true
+      end
+    end
+    if top[tp] == nil or offset > top[tp] then top[tp] = offset end
+  end
+end
+for tp, offset in pairs(top) do redis.call('HSET', fence, tp, offset) end
+redis.call('HSET', fence, 'name', ARGV[1])
+redis.call('EXPIRE', fence, ARGV[2])
+for k, _ in pairs(touched) do redis.call('EXPIREAT', KEYS[k + 1], ARGV[2 + k]) end
+return applied
+"""
+
+
+@dataclass(frozen=True)
+class Increment:
+    """One labelled event's contribution to one subject's counters."""
+
+    kind: str  # "query" | "product"
+    name: str
+    topic: str
+    partition: int
+    offset: int
+    ts_ms: int
+    label: str
+
+
+@dataclass(frozen=True)
+class CounterLayout:
+    prefix: str
+    bucket_seconds: int = 60
+    windows: tuple[int, ...] = (300, 3600, 86400)
+
+    @property
+    def longest(self) -> int:
+        return max(self.windows)
+
+    @property
+    def fine_horizon(self) -> int:
+        """Windows up to this length are read from fine buckets, longer ones from hourly buckets."""
+        fine = [w for w in self.windows if w <= COARSE_SECONDS]
+        return max(fine) if fine else 0
+
+    def tag(self, kind: str, name: str) -> str:
+        digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
+        return f"{self.prefix}:{{{SUBJECT_KINDS[kind]}:{digest}}}"
+
+    def fence_key(self, kind: str, name: str) -> str:
+        return f"{self.tag(kind, name)}:f"
+
+    def bucket_key(self, kind: str, name: str, coarse: bool, start_s: int) -> str:
+        return f"{self.tag(kind, name)}:{'h' if coarse else 'm'}:{start_s}"
+
+    def countable(self, ts_ms: int, now_ms: int) -> str | None:
+        """None when the event is counted, else why not ("too_old" | "future")."""
+        if ts_ms < now_ms - self.longest * 1000:
+            return "too_old"
+        if ts_ms > now_ms + self.bucket_seconds * 1000:
+            return "future"
+        return None
+
+
+class CounterStore:
+    def __init__(self, client: redis.Redis, layout: CounterLayout) -> None:
+        self.client = client
+        self.layout = layout
+        self._apply = client.register_script(_APPLY)
+
+    def apply(self, increments: Iterable[Increment], now_ms: int) -> int:
+        """Apply increments in one pipelined round trip; returns how many events were newly counted.
+
+        Raises redis.ConnectionError / TimeoutError when Redis is unreachable: the
+        caller retries the same increments, which the fences make safe.
+        """
+        layout = self.layout
+        by_subject: dict[tuple[str, str], list[Increment]] = defaultdict(list)
+        for inc in increments:
+            by_subject[(inc.kind, inc.name)].append(inc)
+        if not by_subject:
+            return 0
+        fence_ttl = layout.longest + COARSE_SECONDS
+        pipe = self.client.pipeline(transaction=False)
+        for (kind, name), items in by_subject.items():
+            buckets: dict[str, int] = {}
+            expire_at: list[int] = []
+
+            def bucket_index(coarse: bool, ts_ms: int) -> int:
+                size = COARSE_SECONDS if coarse else layout.bucket_seconds
+                start = ts_ms // 1000 // size * size
+                key = layout.bucket_key(kind, name, coarse, start)
+                if key not in buckets:
+                    buckets[key] = len(buckets) + 1
+                    retention = layout.longest if coarse else layout.fine_horizon
+                    expire_at.append(start + size + retention + size)
+                return buckets[key]
+
+            args: list = []
+            for inc in sorted(items, key=lambda i: (i.topic, i.partition, i.offset)):
+                fine = layout.fine_horizon and inc.ts_ms >= now_ms - (layout.fine_horizon + layout.bucket_seconds) * 1000
+                args += [f"{inc.topic}|{inc.partition}", inc.offset, inc.label,
+                         bucket_index(False, inc.ts_ms) if fine else 0, bucket_index(True, inc.ts_ms)]
+            self._apply(keys=[layout.fence_key(kind, name), *buckets], args=[name, fence_ttl, *expire_at, *args], client=pipe)
+        return sum(pipe.execute())
+
+    def window_counts(self, kind: str, name: str, window_s: int, now_ms: int) -> Counter:
+        """Counts per label over the window ending now, by summing buckets.
+
+        Windows up to the fine horizon use fine buckets (resolution --bucket-seconds);
+        longer windows sum whole event-time hours, the current one included.
+        """
+        layout = self.layout
+        coarse = window_s > layout.fine_horizon
+        size = COARSE_SECONDS if coarse else layout.bucket_seconds
+        newest = now_ms // 1000 // size * size
+        count = max(1, -(-window_s // size))
+        pipe = self.client.pipeline(transaction=False)
+        for i in range(count):
+            pipe.hgetall(layout.bucket_key(kind, name, coarse, newest - i * size))
+        totals: Counter = Counter()
+        for bucket in pipe.execute():
+            for label, value in bucket.items():
+                totals[label.decode()] += int(value)
+        return totals

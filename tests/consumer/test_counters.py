@@ -1,0 +1,59 @@
+"""Counter store against the real Redis: fences, windows, cluster-safe keys, one round trip."""
+
+from __future__ import annotations
+
+import time
+
+from consumer.state.counters import CounterLayout, CounterStore, Increment
+
+
+def _incs(offsets, *, kind="query", name="wireless headphones", partition=0, label="negative", ts_ms=None, topic="t"):
+    ts = ts_ms or int(time.time() * 1000)
+    return [Increment(kind, name, topic, partition, o, ts, label) for o in offsets]
+
+
+def test_replayed_range_is_never_counted_twice(redis_prefix):
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
+    now = int(time.time() * 1000)
+    assert store.apply(_incs(range(0, 10)), now) == 10
+    # A replay that overlaps the applied range: only offsets 10..14 are new.
+    assert store.apply(_incs(range(5, 15)), now) == 5
+    assert store.apply(_incs(range(0, 15)), now) == 0
+    # Another partition has its own fence.
+    assert store.apply(_incs(range(0, 3), partition=1), now) == 3
+    assert store.window_counts("query", "wireless headphones", 300, now) == {"negative": 18}
+    assert store.window_counts("query", "wireless headphones", 86400, now) == {"negative": 18}
+
+
+def test_windows_sum_event_time_buckets(redis_prefix):
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":"), 60, (300, 3600, 86400)))
+    now = int(time.time() * 1000)
+    old = now - 20 * 60 * 1000  # 20 minutes ago: in 1h and 24h, not in 5m
+    store.apply(_incs([0, 1], label="positive", ts_ms=now) + _incs([2, 3, 4], label="negative", ts_ms=old), now)
+    assert store.window_counts("query", "wireless headphones", 300, now) == {"positive": 2}
+    assert store.window_counts("query", "wireless headphones", 3600, now) == {"positive": 2, "negative": 3}
+    assert store.window_counts("query", "wireless headphones", 86400, now) == {"positive": 2, "negative": 3}
+
+
+def test_keys_share_one_hash_tag_per_subject_and_expire(redis_prefix):
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
+    now = int(time.time() * 1000)
+    store.apply(_incs([0], name="a {weird} query 蓝牙") + _incs([1], kind="product", name="p-1"), now)
+    keys = sorted(k.decode() for k in client.scan_iter(match=prefix + "*"))
+    tags = {k[k.index("{"): k.index("}") + 1] for k in keys}
+    assert len(tags) == 2 and len(keys) == 6  # per subject: fence, minute bucket, hour bucket
+    assert all(k.startswith(prefix) for k in keys)
+    assert all(0 < client.ttl(k) <= 86400 + 3 * 3600 for k in keys)
+    fence = store.layout.fence_key("query", "a {weird} query 蓝牙")
+    assert client.hget(fence, "name").decode() == "a {weird} query 蓝牙"
+
+
+def test_old_and_future_events_are_not_countable():
+    layout = CounterLayout("x", 60, (300, 86400))
+    now = 1_796_131_800_000
+    assert layout.countable(now - 86_400_000 - 1, now) == "too_old"
+    assert layout.countable(now + 61_000, now) == "future"
+    assert layout.countable(now - 1000, now) is None

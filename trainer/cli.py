@@ -1,0 +1,73 @@
+"""`python -m trainer train|evaluate`: fine-tune and evaluate sentiment checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import orjson
+
+from schemas.checkpoint import CheckpointError
+from schemas.settings import add_dataclass_arguments, dataclass_from_args
+
+from .config import DataArguments, ModelArguments, TrainingArguments
+from .errors import TrainerError
+
+
+@dataclass
+class EvaluateArguments:
+    checkpoint: str = field(default="checkpoints/latest", metadata={"help": "checkpoint directory (or its latest symlink)"})
+    data: list[str] = field(default_factory=list, metadata={
+        "help": "evaluation data: .jsonl/.csv/.tsv paths or builtin:NAME[:SPLIT] (SPLIT = train, validation, test, all; default test)",
+        "metavar": "SOURCE"})
+    report_dir: str = field(default="", metadata={"help": "also write report.json, confusion_matrix.png and reliability.png here"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    batch_size: int = field(default=128, metadata={"help": "inference batch size"})
+    negative_max_rating: int = field(default=2, metadata={"help": "ratings up to this many stars are negative"})
+    positive_min_rating: int = field(default=4, metadata={"help": "ratings from this many stars are positive"})
+    max_examples: int = field(default=0, metadata={"help": "cap on evaluated examples, sampled per source (0 = all)"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = commands.add_parser("train", help="fine-tune a checkpoint and publish it atomically",
+                                description="Fine-tune a BERT-family encoder on labelled text or star ratings, tune the decision rule on the validation split, evaluate on the test split, and publish OUTPUT_DIR/<version> plus the OUTPUT_DIR/latest symlink.")
+    add_dataclass_arguments(train, ModelArguments, "model")
+    add_dataclass_arguments(train, DataArguments, "data")
+    add_dataclass_arguments(train, TrainingArguments, "training")
+    evaluate = commands.add_parser("evaluate", help="score a checkpoint on labelled data; prints one JSON object",
+                                   description="Score a checkpoint on labelled data (label or rating columns). Prints one JSON object; binary mode when the data has only negative/positive and the model also predicts neutral.")
+    add_dataclass_arguments(evaluate, EvaluateArguments, "evaluation")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("transformers", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        if args.command == "train":
+            from .train import train
+
+            published = train(dataclass_from_args(ModelArguments, args), dataclass_from_args(DataArguments, args),
+                              dataclass_from_args(TrainingArguments, args))
+            print(published)
+        else:
+            from .evaluate_command import run_evaluate
+
+            report = run_evaluate(dataclass_from_args(EvaluateArguments, args))
+            sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
+    except (TrainerError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,68 @@
+"""Atomic checkpoint publishing: temp dir -> rename to <version>/ -> swap the latest symlink."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from schemas.checkpoint import MANIFEST_FILE
+
+from .errors import TrainerError
+
+LATEST = "latest"
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in [*root.rglob("*"), root]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def ensure_writable(output_dir: str | Path) -> None:
+    """Fail before hours of training, not after, when the output dir can't take a checkpoint."""
+    root = Path(output_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        raise TrainerError(f"output dir {root} is not writable: {exc.strerror}") from None
+
+
+def publish(output_dir: str | Path, version: str, write: Callable[[Path], None], manifest: dict) -> Path:
+    """Write a checkpoint with `write(tmp_dir)`, add the manifest, publish it atomically.
+
+    A reader following `latest` sees the previous checkpoint or the new one, never a
+    half-written directory; a failure anywhere leaves `latest` where it was.
+    """
+    root = Path(output_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=root))
+    except OSError as exc:
+        raise TrainerError(f"output dir {root} is not writable: {exc.strerror}") from None
+    final = root / version
+    try:
+        if final.exists():
+            raise TrainerError(f"checkpoint {final} already exists")
+        write(tmp)
+        (tmp / MANIFEST_FILE).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        _fsync_tree(tmp)
+        tmp.chmod(0o755)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    link_tmp = root / f".{LATEST}-{version}"
+    link_tmp.unlink(missing_ok=True)
+    os.symlink(version, link_tmp)  # relative, so the directory can be moved as a whole
+    os.replace(link_tmp, root / LATEST)
+    return final

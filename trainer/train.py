@@ -1,0 +1,280 @@
+"""Fine-tune a BERT-family encoder for sentiment and publish a versioned checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from tqdm import tqdm
+
+from schemas.checkpoint import FORMAT_VERSION, CheckpointError, pick_device, predict_probs, read_manifest
+
+from .config import DataArguments, ModelArguments, TrainingArguments, recipe
+from .data import LABEL_NAMES, Example, RatingCutoffs, fingerprint, load_examples, split_examples
+from .errors import TrainerError
+from .evaluate import score
+from .metrics import macro_f1
+from .publish import LATEST, ensure_writable, publish
+from .thresholds import tune_decision_rule
+
+log = logging.getLogger("trainer")
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _cap_per_source(examples: list[Example], cap: int, seed: int) -> list[Example]:
+    """At most `cap` examples, each source keeping its share (a stratified sample)."""
+    if not cap or len(examples) <= cap:
+        return examples
+    by_source: dict[str, list[Example]] = defaultdict(list)
+    for example in examples:
+        by_source[example.source].append(example)
+    rng = random.Random(seed)
+    kept: list[Example] = []
+    for rows in by_source.values():
+        rows = sorted(rows, key=lambda e: e.key)
+        rng.shuffle(rows)
+        kept.extend(rows[: max(1, round(cap * len(rows) / len(examples)))])
+    return kept
+
+
+def _length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar length: sort within shuffled mega-batches, then shuffle batches."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    mega = batch_size * 50
+    batches = []
+    for start in range(0, len(order), mega):
+        chunk = sorted(order[start : start + mega], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def _autocast_dtype(precision: str, device) -> Any:
+    import torch
+
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _load_base(base_model: str, labels: list[str], dropout: float):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base_model, num_labels=len(labels), id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
+            hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, classifier_dropout=dropout,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainerError(f"base model {base_model!r} can't be loaded: {first_line}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise TrainerError(f"base model {base_model!r} has no fast tokenizer")
+    return tokenizer, model
+
+
+def prepare_data(data: DataArguments):
+    if not data.data:
+        raise TrainerError("no training data: pass --data PATH or --data builtin:NAME")
+    cutoffs = RatingCutoffs(data.negative_max_rating, data.positive_min_rating)
+    examples, report = load_examples(data.data, cutoffs)
+    splits = split_examples(examples, seed=data.split_seed, validation_ratio=data.validation_ratio, test_ratio=data.test_ratio)
+    splits["train"] = _cap_per_source(splits["train"], data.max_train_examples, data.split_seed)
+    for name in ("validation", "test"):
+        splits[name] = _cap_per_source(splits[name], data.max_eval_examples, data.split_seed)
+    return splits, report
+
+
+def _recipe_hash(hyperparameters: dict, fingerprints: dict[str, str]) -> str:
+    blob = orjson.dumps({"hyperparameters": hyperparameters, "data": fingerprints}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _reusable(output_dir: str, recipe_hash: str) -> Path | None:
+    latest = Path(output_dir) / LATEST
+    try:
+        manifest = read_manifest(latest)
+    except CheckpointError:
+        return None
+    return latest.resolve() if manifest.get("recipe_hash") == recipe_hash else None
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> Path:
+    """Train, tune the decision rule, evaluate, publish. Returns the published directory."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import get_linear_schedule_with_warmup
+
+    started = time.monotonic()
+    ensure_writable(args.output_dir)
+    splits, cleaning = prepare_data(data_args)
+    fingerprints = {name: fingerprint(rows) for name, rows in splits.items()}
+    hyperparameters = recipe(model_args, data_args, args)
+    recipe_hash = _recipe_hash(hyperparameters, fingerprints)
+    if args.reuse and (existing := _reusable(args.output_dir, recipe_hash)):
+        log.info("reusing %s: same recipe and data", existing)
+        return existing
+
+    train_labels = Counter(e.label for e in splits["train"])
+    labels = [name for name in LABEL_NAMES if name in {e.label for rows in splits.values() for e in rows}]
+    if "negative" not in labels or "positive" not in labels:
+        raise TrainerError(f"training data must contain negative and positive examples, has {sorted(train_labels)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _seed_everything(args.seed)
+    device = pick_device(args.device)
+    base_model = model_args.resolved_base_model()
+    tokenizer, model = _load_base(base_model, labels, model_args.dropout)
+    if model_args.freeze_embeddings:
+        for param in model.base_model.embeddings.parameters():
+            param.requires_grad = False
+    model.to(device)
+
+    label_index = {name: i for i, name in enumerate(labels)}
+    train_rows = splits["train"]
+    encoded = tokenizer([e.text for e in train_rows], truncation=True, max_length=model_args.max_length)["input_ids"]
+    targets = torch.tensor([label_index[e.label] for e in train_rows])
+    counts = torch.tensor([train_labels.get(name, 0) for name in labels], dtype=torch.float)
+    class_weight = (counts.sum() / (len(labels) * counts.clamp(min=1))).to(device) if args.class_weights else None
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([
+        {"params": [p for n, p in params if not n.endswith(no_decay)], "weight_decay": args.weight_decay},
+        {"params": [p for n, p in params if n.endswith(no_decay)], "weight_decay": 0.0},
+    ], lr=args.learning_rate)
+    steps_per_epoch = -(-len(train_rows) // (args.batch_size * args.gradient_accumulation))
+    total_steps = steps_per_epoch * args.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
+    autocast_dtype = _autocast_dtype(args.precision, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
+
+    validation = splits["validation"]
+    val_true = np.array([label_index[e.label] for e in validation])
+
+    def validation_probs() -> np.ndarray:
+        model.eval()
+        probs = predict_probs(model, tokenizer, [e.text for e in validation], max_length=model_args.max_length,
+                              batch_size=args.eval_batch_size, device=device)
+        model.train()
+        return probs
+
+    rng = random.Random(args.seed)
+    best_f1, best_state, stale, evals, history = -1.0, None, 0, 0, []
+    batches_per_epoch = -(-len(train_rows) // args.batch_size)
+    eval_points = {round(batches_per_epoch * k / args.evals_per_epoch) for k in range(1, args.evals_per_epoch + 1)}
+    model.train()
+    stop = False
+    for epoch in range(args.epochs):
+        batches = _length_grouped_batches([len(ids) for ids in encoded], args.batch_size, rng)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", dynamic_ncols=True)
+        seen, tick = 0, time.monotonic()
+        for step, idx in enumerate(bar, 1):
+            batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt")
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                logits = model(**batch).logits
+            loss = F.cross_entropy(logits.float(), targets[idx].to(device), weight=class_weight)
+            scaler.scale(loss / args.gradient_accumulation).backward()
+            if step % args.gradient_accumulation == 0 or step == len(batches):
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{loss.item():.4f}", ex_per_s=f"{seen / (time.monotonic() - tick):.1f}")
+            if step in eval_points:
+                evals += 1
+                val_f1 = macro_f1(val_true, validation_probs().argmax(axis=1), len(labels))
+                history.append({"epoch": epoch + 1, "step": step, "validation_macro_f1": round(val_f1, 4)})
+                log.info("epoch %d step %d: validation macro-F1 %.4f", epoch + 1, step, val_f1)
+                if val_f1 > best_f1:
+                    best_f1, stale = val_f1, 0
+                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                else:
+                    stale += 1
+                    if stale >= args.early_stopping_patience:
+                        log.info("early stop: no better validation macro-F1 in %d evaluations", stale)
+                        stop = True
+                        break
+        bar.close()
+        if stop:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+
+    val_probs = validation_probs()
+    model.eval()
+    decision, _ = tune_decision_rule(val_probs, val_true, labels)
+    test = splits["test"]
+    test_probs = predict_probs(model, tokenizer, [e.text for e in test], max_length=model_args.max_length,
+                               batch_size=args.eval_batch_size, device=device)
+    metrics = {
+        "validation": _summary(score(val_probs, [e.label for e in validation], labels, decision)),
+        "test": _summary(score(test_probs, [e.label for e in test], labels, decision)),
+        "test_per_source": {
+            source: _summary(score(test_probs[mask], [e.label for e, m in zip(test, mask) if m], labels, decision))
+            for source in sorted({e.source for e in test})
+            if (mask := np.array([e.source == source for e in test])).any()
+        },
+        "history": history,
+    }
+    created = datetime.now(UTC)
+    version = f"{created:%Y%m%dT%H%M%SZ}-{recipe_hash[:8]}"
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "created_at": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "name": "shop-sentiment",
+        "base_model": model_args.base_model if model_args.base_model.startswith("embedded:") else base_model,
+        "labels": labels,
+        "max_length": model_args.max_length,
+        "decision": decision,
+        "metrics": metrics,
+        "data": {
+            "sources": list(data_args.data),
+            "cleaning": cleaning.as_dict(),
+            "splits": {name: {"size": len(rows), "fingerprint": fingerprints[name],
+                              "labels": dict(Counter(e.label for e in rows))} for name, rows in splits.items()},
+        },
+        "hyperparameters": hyperparameters,
+        "recipe_hash": recipe_hash,
+        "training": {"seconds": round(time.monotonic() - started, 1), "device": str(device),
+                     "torch_threads": torch.get_num_threads(), "evaluations": evals},
+    }
+
+    def write(directory: Path) -> None:
+        model.save_pretrained(directory, safe_serialization=True)
+        tokenizer.save_pretrained(directory)
+
+    published = publish(args.output_dir, version, write, manifest)
+    log.info("published %s (test %s: accuracy %.4f, macro-F1 %.4f)", published, metrics["test"]["mode"],
+             metrics["test"]["accuracy"], metrics["test"]["macro_f1"])
+    return published
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k != "reliability"}
