@@ -11,16 +11,20 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from schemas import Limits
 
-from .config import CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RuntimeSettings, parse_duration
+from .config import AlertSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RuntimeSettings, parse_duration
 from .kafka.clients import consumer_config, ensure_topics, producer_config, redact
-from .kafka.output import OutputProducer
+from .alerts.detector import SpikeDetector
+from .alerts.rule import SpikeRule
+from .alerts.webhook import WebhookNotifier
+from .kafka.output import OutputProducer, Outgoing
 from .model.classifier import SentimentClassifier
 from .observability import Metrics, serve_metrics
 from .pipeline.batch import BatchBuilder, PreparedBatch, Topics
@@ -38,6 +42,7 @@ class Settings:
     counters: CounterSettings
     model: ModelSettings
     runtime: RuntimeSettings
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     def layout(self) -> CounterLayout:
         try:
@@ -49,6 +54,21 @@ class Settings:
         if self.counters.bucket_seconds <= 0 or 3600 % self.counters.bucket_seconds:
             raise ConfigError(f"--bucket-seconds {self.counters.bucket_seconds} must divide 3600")
         return CounterLayout(self.redis.redis_prefix, self.counters.bucket_seconds, windows)
+
+
+def build_detector(settings: Settings, store: CounterStore) -> SpikeDetector:
+    a = settings.alerts
+    try:
+        window_s, baseline_s, cooldown_s = (parse_duration(a.alert_window), parse_duration(a.alert_baseline_window),
+                                            parse_duration(a.alert_cooldown))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if window_s > store.layout.fine_horizon:
+        raise ConfigError(f"--alert-window {a.alert_window} must fit the fine buckets (at most {store.layout.fine_horizon} s)")
+    if baseline_s + window_s > store.layout.longest + 3600:
+        raise ConfigError(f"--alert-baseline-window {a.alert_baseline_window} is longer than the counters keep (--windows)")
+    rule = SpikeRule(a.alert_min_count, a.alert_min_increase, a.alert_z, a.alert_min_baseline, a.alert_prior_share)
+    return SpikeDetector(store, rule, window_s, a.alert_window, baseline_s, cooldown_s, a.alert_eval_interval_s)
 
 
 class StreamProcessor:
@@ -82,6 +102,14 @@ class StreamProcessor:
                                     Limits(s.runtime.max_message_bytes, s.runtime.max_text_bytes),
                                     Topics(s.kafka.output_topic, s.kafka.dlq_topic), self.metrics)
         self.output = OutputProducer(producer_config(s.kafka))
+        self.detector = build_detector(s, self.store)
+        self.webhook = None
+        if s.alerts.alert_webhook:
+            try:
+                self.webhook = WebhookNotifier(s.alerts.alert_webhook, s.alerts.alert_webhook_timeout_s,
+                                               on_result=lambda outcome: self.metrics.webhook.labels(outcome).inc())
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if s.runtime.metrics_port:
             try:
                 self.http = serve_metrics(self.metrics, s.runtime.metrics_host, s.runtime.metrics_port, s.runtime.health_stall_s)
@@ -156,6 +184,8 @@ class StreamProcessor:
                 return self._abandon("rebalance" if self.batch_revoked else "shutdown")
             if not self._update_counters(batch):
                 return self._abandon("rebalance" if self.batch_revoked else "shutdown")
+            if not self._send_alerts(batch):
+                return self._abandon("rebalance" if self.batch_revoked else "shutdown")
             if self.batch_revoked:
                 return self._abandon("rebalance")
             self._commit(batch.next_offsets, asynchronous=True)
@@ -183,6 +213,24 @@ class StreamProcessor:
                         return False
                     time.sleep(0.05)
                 delay = min(delay * 2, 5.0)
+
+    def _send_alerts(self, batch: PreparedBatch) -> bool:
+        """Spike check on the subjects this batch touched; alerts go out before the commit."""
+        try:
+            alerts = self.detector.check((inc.kind, inc.name) for inc in batch.increments)
+        except redis.RedisError as exc:
+            # The next batch touching these subjects checks them again.
+            log.warning("spike check skipped", extra={"error": str(exc)[:200]})
+            return True
+        if not alerts:
+            return True
+        topic = self.settings.kafka.alerts_topic
+        outgoing = [Outgoing(topic, (a["query"] or a["product_id"]).encode(), orjson.dumps(a)) for a in alerts]
+        for alert in alerts:
+            self.metrics.alerts.labels(alert["state"]).inc()
+            if self.webhook is not None:
+                self.webhook.submit(alert)
+        return self.output.send_all(outgoing, self._keepalive, self._should_abandon)
 
     def _abandon(self, reason: str) -> bool:
         self.metrics.abandoned.labels(reason).inc()

@@ -6,17 +6,15 @@ import argparse
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 
 import orjson
 import redis
 
-from schemas import normalize_query
 from schemas.checkpoint import CheckpointError
 from schemas.settings import add_dataclass_arguments, dataclass_from_args
 
-from .config import CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RuntimeSettings, parse_duration
+from .config import AlertSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RuntimeSettings
 from .errors import ConfigError
 
 log = logging.getLogger("consumer")
@@ -29,51 +27,85 @@ class StatsArguments:
     window: str = field(default="1h", metadata={"help": "window to sum, e.g. 5m, 1h, 24h"})
 
 
+@dataclass
+class TopArguments:
+    label: str = field(default="negative", metadata={"help": "rank by the share of this label", "choices": ["negative", "neutral", "positive"]})
+    window: str = field(default="1h", metadata={"help": "window to sum, e.g. 5m, 1h, 24h"})
+    min_count: int = field(default=10, metadata={"help": "ignore queries with fewer events in the window"})
+    limit: int = field(default=10, metadata={"help": "how many queries to list"})
+
+
+@dataclass
+class ServeArguments:
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind; 0.0.0.0 exposes the API to the network"})
+    port: int = field(default=8080, metadata={"help": "port to listen on"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m consumer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = commands.add_parser("run", help="consume events, label them, publish and count",
-                              description="Read search_result and review events from Kafka, label them with the checkpoint's model in micro-batches, publish labelled events and dead letters, keep exact rolling counters in Redis. Every flag has an environment variable named in its help.")
+    run = commands.add_parser("run", help="consume events, label them, publish and count, raise alerts",
+                              description="Read search_result and review events from Kafka, label them with the checkpoint's model in micro-batches, publish labelled events and dead letters, keep exact rolling counters in Redis, alert on negative spikes. Every flag has an environment variable named in its help.")
     for cls, title in ((KafkaSettings, "kafka"), (RedisSettings, "redis"), (CounterSettings, "counters"),
-                       (ModelSettings, "model and batching"), (RuntimeSettings, "runtime")):
+                       (AlertSettings, "alerts"), (ModelSettings, "model and batching"), (RuntimeSettings, "runtime")):
         add_dataclass_arguments(run, cls, title)
-    stats = commands.add_parser("stats", help="print one query's (or product's) rolling counts as JSON",
-                                description="Read rolling sentiment counts from Redis and print one JSON object.")
-    add_dataclass_arguments(stats, RedisSettings, "redis")
-    add_dataclass_arguments(stats, CounterSettings, "counters")
-    add_dataclass_arguments(stats, StatsArguments, "query")
+    readers = {
+        "stats": ("print one query's (or product's) rolling counts as JSON", StatsArguments),
+        "top": ("print the queries with the highest share of a label as JSON", TopArguments),
+        "serve": ("serve the read API over HTTP (JSON; OpenAPI at /openapi.json)", ServeArguments),
+    }
+    for name, (help_text, cls) in readers.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
+        add_dataclass_arguments(sub, RedisSettings, "redis")
+        add_dataclass_arguments(sub, CounterSettings, "counters")
+        add_dataclass_arguments(sub, cls, name)
     return parser
 
 
-def _stats(args: argparse.Namespace) -> dict:
+def _read_store(args: argparse.Namespace):
     from .app import Settings
     from .redis_client import connect
     from .state.counters import CounterStore
 
-    query_args = dataclass_from_args(StatsArguments, args)
-    if bool(query_args.query) == bool(query_args.product_id):
-        raise ConfigError("pass exactly one of --query or --product-id")
-    try:
-        window_s = parse_duration(query_args.window)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
     settings = Settings(KafkaSettings(), dataclass_from_args(RedisSettings, args), dataclass_from_args(CounterSettings, args),
                         ModelSettings(), RuntimeSettings())
-    layout = settings.layout()
-    if window_s > layout.longest:
-        raise ConfigError(f"window {query_args.window} is longer than the longest kept window ({max(settings.counters.windows, key=parse_duration)})")
-    store = CounterStore(connect(settings.redis.redis_url), layout)
-    if query_args.query:
-        kind, name = "query", normalize_query(query_args.query)
-        head = {"query": query_args.query, "query_norm": name}
-    else:
-        kind, name = "product", query_args.product_id
-        head = {"product_id": name}
-    counts = store.window_counts(kind, name, window_s, int(time.time() * 1000))
-    full = {label: counts.get(label, 0) for label in ("negative", "neutral", "positive")} | dict(counts)
-    total = sum(full.values())
-    return {**head, "window": query_args.window, "counts": full, "total": total,
-            "negative_share": round(full["negative"] / total, 4) if total else None}
+    return CounterStore(connect(settings.redis.redis_url), settings.layout())
+
+
+def _read(args: argparse.Namespace) -> int:
+    from . import views
+
+    store = _read_store(args)
+    try:
+        if args.command == "stats":
+            query = dataclass_from_args(StatsArguments, args)
+            if bool(query.query) == bool(query.product_id):
+                raise ConfigError("pass exactly one of --query or --product-id")
+            result = (views.query_sentiment(store, query.query, query.window) if query.query
+                      else views.product_sentiment(store, query.product_id, query.window))
+        elif args.command == "top":
+            t = dataclass_from_args(TopArguments, args)
+            result = views.top(store, label=t.label, window=t.window, min_count=t.min_count, limit=t.limit)
+        else:
+            from .api import make_server
+            from .observability import configure_logging
+
+            serve = dataclass_from_args(ServeArguments, args)
+            configure_logging("INFO")
+            try:
+                server = make_server(store, serve.host, serve.port)
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {serve.host}:{serve.port}: {exc.strerror}") from None
+            log.info("serving the read API", extra={"url": f"http://{serve.host}:{serve.port}", "openapi": "/openapi.json"})
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                pass
+            return 0
+    except views.BadRequest as exc:
+        raise ConfigError(str(exc)) from None
+    sys.stdout.buffer.write(orjson.dumps(result) + b"\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,12 +120,12 @@ def main(argv: list[str] | None = None) -> int:
             runtime = dataclass_from_args(RuntimeSettings, args)
             configure_logging(runtime.log_level)
             settings = Settings(dataclass_from_args(KafkaSettings, args), dataclass_from_args(RedisSettings, args),
-                                dataclass_from_args(CounterSettings, args), dataclass_from_args(ModelSettings, args), runtime)
+                                dataclass_from_args(CounterSettings, args), dataclass_from_args(ModelSettings, args), runtime,
+                                dataclass_from_args(AlertSettings, args))
             processor = StreamProcessor(settings)
             processor.start()
             return processor.run()
-        sys.stdout.buffer.write(orjson.dumps(_stats(args)) + b"\n")
-        return 0
+        return _read(args)
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -48,6 +48,8 @@ class Metrics:
         self.redis_retries = Counter("sentiment_redis_retries", "Redis update attempts that failed and were retried", registry=r)
         self.batches = Counter("sentiment_batches", "Micro-batches committed", registry=r)
         self.abandoned = Counter("sentiment_batches_abandoned", "Batches dropped uncommitted (rebalance, shutdown)", ["reason"], registry=r)
+        self.alerts = Counter("sentiment_alerts", "Alert events published", ["state"], registry=r)
+        self.webhook = Counter("sentiment_alert_webhook", "Webhook deliveries by outcome", ["outcome"], registry=r)
         self.batch_size = Histogram("sentiment_batch_size", "Messages per micro-batch", registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
         self.inference_seconds = Histogram("sentiment_inference_seconds", "Model time per micro-batch", registry=r,

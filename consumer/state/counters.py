@@ -7,6 +7,7 @@ subject lives in one Redis Cluster slot):
     P:{q:<h>}:m:<minute>    fine bucket hash: label -> count (event-time minute)
     P:{q:<h>}:h:<hour>      coarse bucket hash: label -> count (event-time hour)
     (the same with {p:<h>} for products)
+    P:idx:q:<hour>          set of queries with events in that hour (products: P:idx:p:<hour>), for top lists
 
 <h> is a hash of the normalized query / product id, so any Unicode text (braces
 included) makes a safe, bounded key. A batch's increments for one subject and its
@@ -102,6 +103,9 @@ class CounterLayout:
     def bucket_key(self, kind: str, name: str, coarse: bool, start_s: int) -> str:
         return f"{self.tag(kind, name)}:{'h' if coarse else 'm'}:{start_s}"
 
+    def index_key(self, kind: str, hour_start_s: int) -> str:
+        return f"{self.prefix}:idx:{SUBJECT_KINDS[kind]}:{hour_start_s}"
+
     def countable(self, ts_ms: int, now_ms: int) -> str | None:
         """None when the event is counted, else why not ("too_old" | "future")."""
         if ts_ms < now_ms - self.longest * 1000:
@@ -131,6 +135,7 @@ class CounterStore:
             return 0
         fence_ttl = layout.longest + COARSE_SECONDS
         pipe = self.client.pipeline(transaction=False)
+        script_results: list[int] = []  # positions of the scripts' replies in the pipeline
         for (kind, name), items in by_subject.items():
             buckets: dict[str, int] = {}
             expire_at: list[int] = []
@@ -150,25 +155,52 @@ class CounterStore:
                 fine = layout.fine_horizon and inc.ts_ms >= now_ms - (layout.fine_horizon + layout.bucket_seconds) * 1000
                 args += [f"{inc.topic}|{inc.partition}", inc.offset, inc.label,
                          bucket_index(False, inc.ts_ms) if fine else 0, bucket_index(True, inc.ts_ms)]
+            script_results.append(len(pipe))
             self._apply(keys=[layout.fence_key(kind, name), *buckets], args=[name, fence_ttl, *expire_at, *args], client=pipe)
-        return sum(pipe.execute())
+            # Set membership is idempotent, so the top-list index needs no fence.
+            for hour in {inc.ts_ms // 1000 // COARSE_SECONDS * COARSE_SECONDS for inc in items}:
+                index = layout.index_key(kind, hour)
+                pipe.sadd(index, name)
+                pipe.expireat(index, hour + COARSE_SECONDS + layout.longest + COARSE_SECONDS)
+        replies = pipe.execute()
+        return sum(replies[i] for i in script_results)
+
+    def active_subjects(self, kind: str, window_s: int, now_ms: int) -> set[str]:
+        """Subjects with events in the hours overlapping the window (a superset; counts decide)."""
+        newest = now_ms // 1000 // COARSE_SECONDS * COARSE_SECONDS
+        hours = max(1, -(-window_s // COARSE_SECONDS)) + 1
+        pipe = self.client.pipeline(transaction=False)
+        for i in range(hours):  # one SMEMBERS per hour: the index keys live in different cluster slots
+            pipe.smembers(self.layout.index_key(kind, newest - i * COARSE_SECONDS))
+        return {member.decode() for members in pipe.execute() for member in members}
 
     def window_counts(self, kind: str, name: str, window_s: int, now_ms: int) -> Counter:
-        """Counts per label over the window ending now, by summing buckets.
+        """Counts per label over the window ending now, by summing buckets."""
+        return self.window_counts_many([(kind, name, window_s)], now_ms)[0]
+
+    def window_counts_many(self, requests: list[tuple[str, str, int]], now_ms: int) -> list[Counter]:
+        """Counts for several (kind, name, window_s) in one pipelined round trip.
 
         Windows up to the fine horizon use fine buckets (resolution --bucket-seconds);
         longer windows sum whole event-time hours, the current one included.
         """
         layout = self.layout
-        coarse = window_s > layout.fine_horizon
-        size = COARSE_SECONDS if coarse else layout.bucket_seconds
-        newest = now_ms // 1000 // size * size
-        count = max(1, -(-window_s // size))
         pipe = self.client.pipeline(transaction=False)
-        for i in range(count):
-            pipe.hgetall(layout.bucket_key(kind, name, coarse, newest - i * size))
-        totals: Counter = Counter()
-        for bucket in pipe.execute():
-            for label, value in bucket.items():
-                totals[label.decode()] += int(value)
-        return totals
+        spans = []
+        for kind, name, window_s in requests:
+            coarse = window_s > layout.fine_horizon
+            size = COARSE_SECONDS if coarse else layout.bucket_seconds
+            newest = now_ms // 1000 // size * size
+            count = max(1, -(-window_s // size))
+            for i in range(count):
+                pipe.hgetall(layout.bucket_key(kind, name, coarse, newest - i * size))
+            spans.append(count)
+        buckets = iter(pipe.execute())
+        out = []
+        for count in spans:
+            totals: Counter = Counter()
+            for _ in range(count):
+                for label, value in next(buckets).items():
+                    totals[label.decode()] += int(value)
+            out.append(totals)
+        return out
