@@ -13,42 +13,10 @@ import redis
 
 from consumer.state.counters import CounterLayout, CounterStore
 from schemas import load_schema
-from tests.conftest import REDIS_URL, unique
 from tests.schemas.test_events import _registry
 
-from .harness import ConsumerProcess, committed, expected_counts, labelled_by_id, make_events, produce, read_topic
-
-LAYOUT_WINDOWS = (300, 3600, 86400)
-
-
-@pytest.fixture
-def stream(kafka_bootstrap, make_topic, redis_prefix, tiny_checkpoint, tmp_path):
-    """Unique input/output/DLQ topics, group and Redis prefix, and a factory for consumer processes."""
-    client, prefix = redis_prefix
-    topics = {"input": make_topic("in", partitions=4), "output": make_topic("out", partitions=2), "dlq": make_topic("dlq")}
-    group = unique("group")
-    processes: list[ConsumerProcess] = []
-
-    def start(name: str = "c1", redis_url: str = REDIS_URL, extra: list[str] | None = None) -> ConsumerProcess:
-        proc = ConsumerProcess(bootstrap=kafka_bootstrap, redis_url=redis_url, checkpoint=tiny_checkpoint,
-                               input_topic=topics["input"], output_topic=topics["output"], dlq_topic=topics["dlq"],
-                               group=group, prefix=prefix.rstrip(":"), log_path=tmp_path / f"{name}.log", extra=extra)
-        processes.append(proc.start())
-        return proc
-
-    store = CounterStore(client, CounterLayout(prefix.rstrip(":"), 60, LAYOUT_WINDOWS))
-    yield {"topics": topics, "group": group, "start": start, "store": store, "client": client, "bootstrap": kafka_bootstrap}
-    for proc in processes:
-        if proc.proc and proc.proc.poll() is None:
-            proc.stop(signal.SIGKILL)
-
-
-def assert_counters_exact(store: CounterStore, events: dict[str, dict]) -> None:
-    now = int(time.time() * 1000)
-    for (kind, name), expected in expected_counts(events).items():
-        assert store.window_counts(kind, name, 86400, now) == expected, (kind, name)
-        assert store.window_counts(kind, name, 300, now) == expected, (kind, name)
-
+from .conftest import assert_counters_exact
+from .harness import committed, labelled_by_id, make_events, produce, read_topic
 
 INVALID = [
     (b"\xff\xfe not utf8", "not_utf8"),

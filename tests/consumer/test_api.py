@@ -1,0 +1,129 @@
+"""The read API (`python -m consumer serve`) and the `stats` / `top` CLI on a known data set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import quote
+
+import orjson
+import pytest
+
+from consumer.alerts.detector import SpikeDetector
+from consumer.alerts.rule import SpikeRule
+from consumer.state.counters import CounterLayout, CounterStore, Increment
+from tests.conftest import REDIS_URL
+
+from .harness import ROOT, free_port
+
+MINUTE = 60_000
+
+
+@pytest.fixture
+def known_data(redis_prefix):
+    """Counts: 蓝牙耳机 8 neg / 2 pos; usb c cable 1 neg / 9 pos; rare query 3 neg (below min_count 5)."""
+    client, prefix = redis_prefix
+    prefix = prefix.rstrip(":")
+    store = CounterStore(client, CounterLayout(prefix))
+    now = int(time.time() * 1000)
+    incs, offset = [], 0
+    for query, product, negative, positive in (("蓝牙耳机", "p-1", 8, 2), ("usb c cable", "p-2", 1, 9), ("rare query", "p-3", 3, 0)):
+        for label in ["negative"] * negative + ["positive"] * positive:
+            for kind, name in (("query", query), ("product", product)):
+                incs.append(Increment(kind, name, "t", 0, offset, now - 2 * MINUTE, label))
+            offset += 1
+    store.apply(incs, now)
+    SpikeDetector(store, SpikeRule(min_count=5), 300, "5m", 86400, 900, 0).check([("query", "蓝牙耳机")], now)
+    return prefix
+
+
+@pytest.fixture
+def api(known_data):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "consumer", "serve", "--port", str(port), "--redis-url", REDIS_URL,
+                             "--redis-prefix", known_data], cwd=ROOT, env=os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(base + "/openapi.json", timeout=1)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.1)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, orjson.loads(error.read())
+
+
+def test_query_and_product_sentiment(api):
+    status, body = get(f"{api}/queries/{quote('  蓝牙耳机 ')}/sentiment?window=5m")
+    assert status == 200
+    assert body == {"query": "  蓝牙耳机 ", "query_norm": "蓝牙耳机", "window": "5m",
+                    "counts": {"negative": 8, "neutral": 0, "positive": 2}, "total": 10, "negative_share": 0.8}
+    status, body = get(f"{api}/products/p-2/sentiment?window=1h")
+    assert status == 200 and body["counts"] == {"negative": 1, "neutral": 0, "positive": 9}
+    status, body = get(f"{api}/queries/never%20seen/sentiment")
+    assert status == 200 and body["total"] == 0 and body["negative_share"] is None
+
+
+def test_top_and_alerts(api):
+    status, body = get(f"{api}/top?label=negative&window=1h&min_count=5&limit=10")
+    assert status == 200
+    assert [(r["query"], r["count"], r["total"], r["share"]) for r in body["results"]] == [
+        ("蓝牙耳机", 8, 10, 0.8), ("usb c cable", 1, 10, 0.1)]
+    status, body = get(f"{api}/top?label=positive&window=24h&min_count=1&limit=1")
+    assert [r["query"] for r in body["results"]] == ["usb c cable"]
+    status, body = get(f"{api}/alerts?state=firing")
+    assert status == 200 and [(a["query"], a["state"]) for a in body["alerts"]] == [("蓝牙耳机", "firing")]
+    assert get(f"{api}/alerts?state=resolved")[1]["alerts"] == []
+
+
+@pytest.mark.parametrize("path, status, message", [
+    ("/queries/x/sentiment?window=5x", 400, "not a duration"),
+    ("/queries/x/sentiment?window=30d", 400, "longer than the longest kept window"),
+    ("/top?label=angry", 400, "label 'angry'"),
+    ("/top?min_count=lots", 400, "min_count must be an integer"),
+    ("/top?limit=0", 400, "limit 1..1000"),
+    ("/alerts?state=maybe", 400, "not firing or resolved"),
+    ("/nope", 404, "no route"),
+])
+def test_bad_requests_get_a_message(api, path, status, message):
+    code, body = get(api + path)
+    assert code == status and message in body["error"]
+
+
+def test_openapi_and_read_only(api):
+    status, spec = get(api + "/openapi.json")
+    assert status == 200 and spec["openapi"].startswith("3.")
+    assert set(spec["paths"]) == {"/queries/{query}/sentiment", "/products/{product_id}/sentiment", "/top", "/alerts"}
+    request = urllib.request.Request(api + "/top", method="POST", data=b"{}")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=5)
+    assert caught.value.code == 405
+
+
+def test_cli_stats_and_top(known_data):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "consumer", *args, "--redis-url", REDIS_URL, "--redis-prefix", known_data],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    stats = cli("stats", "--query", "蓝牙耳机", "--window", "5m")
+    assert stats.returncode == 0, stats.stderr
+    assert orjson.loads(stats.stdout) == {"query": "蓝牙耳机", "query_norm": "蓝牙耳机", "window": "5m",
+                                          "counts": {"negative": 8, "neutral": 0, "positive": 2}, "total": 10, "negative_share": 0.8}
+    top = cli("top", "--label", "negative", "--window", "1h", "--min-count", "5", "--limit", "1")
+    assert [r["query"] for r in orjson.loads(top.stdout)["results"]] == ["蓝牙耳机"]
+    bad = cli("top", "--window", "1fortnight")
+    assert bad.returncode == 2 and bad.stderr.startswith("error: window '1fortnight'") and "Traceback" not in bad.stderr
