@@ -63,8 +63,9 @@ checkpoint: $(STAMP)  ## build (or reuse) the default checkpoint in checkpoints/
 demo: $(STAMP) services-up checkpoint  ## the main job, end to end (a few minutes)
 	$(PY) demo/run_demo.py --checkpoint checkpoints/latest
 
-bench: $(STAMP) services-up  ## benchmarks; results in bench/results/
+bench: $(STAMP) services-up checkpoint  ## benchmarks in one run (~10 min); results in bench/results/
 	$(PY) bench/bench_validator.py
+	$(PY) bench/bench_pipeline.py --checkpoint checkpoints/latest
 
 clean:  ## remove the venv and caches (keeps pip's wheel cache)
 	rm -rf $(VENV) .pytest_cache .hypothesis

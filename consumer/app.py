@@ -81,6 +81,8 @@ class StreamProcessor:
         self.inflight: PreparedBatch | None = None
         self.completed: dict[tuple[str, int], int] = {}
         self.paused = False
+        self.first_batch_logged = False
+        self.batches_done = 0
 
     # -- start-up -------------------------------------------------------------------------
     def start(self) -> None:
@@ -161,6 +163,9 @@ class StreamProcessor:
                     if self.metrics.total_lag == 0:
                         self.metrics.progressed()
                     continue
+                if not self.first_batch_logged:
+                    self.first_batch_logged = True
+                    log.info("first batch polled", extra={"size": len(messages), "epoch_ms": int(time.time() * 1000)})
                 self.process(messages)
         finally:
             self.shutdown()
@@ -191,6 +196,7 @@ class StreamProcessor:
             self._commit(batch.next_offsets, asynchronous=True)
             self.completed.update(batch.next_offsets)
             self.metrics.batches.inc()
+            self.batches_done += 1
             self.metrics.progressed()
             return True
         finally:
@@ -268,4 +274,4 @@ class StreamProcessor:
         self._commit(self.completed, asynchronous=False)
         self.consumer.close()
         remaining = self.output.flush(max(1.0, self.deadline - time.monotonic()) if self.deadline != float("inf") else 10.0)
-        log.info("stopped", extra={"unflushed": remaining, "batches": int(self.metrics.batches._value.get())})
+        log.info("stopped", extra={"unflushed": remaining, "batches": self.batches_done})

@@ -72,7 +72,7 @@ def write_report(report: dict[str, Any], report_dir: str | Path) -> list[Path]:
     if bins:
         centers = [(b["low"] + b["high"]) / 2 for b in bins]
         ax.bar(centers, [b["accuracy"] for b in bins], width=1 / 15, edgecolor="black", alpha=0.7, label="accuracy")
-        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color="darkred", label="mean confidence")
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color="darkred", label="accuracy vs mean confidence")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", title=f"reliability (ECE {report.get('ece', 0):.3f})")
     ax.legend(loc="upper left")
     fig.tight_layout()
