@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import orjson
@@ -77,8 +78,8 @@ class StreamProcessor:
         self.metrics = Metrics()
         self.stopping = False
         self.deadline = float("inf")
-        self.batch_revoked = False
-        self.inflight: PreparedBatch | None = None
+        self.generation = 0
+        self.delivering: PreparedBatch | None = None
         self.completed: dict[tuple[str, int], int] = {}
         self.paused = False
         self.first_batch_logged = False
@@ -121,16 +122,16 @@ class StreamProcessor:
         self.consumer.subscribe(s.kafka.input_topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     # -- rebalance ------------------------------------------------------------------------
+    # Any revoke or loss bumps the generation: batches polled before it are abandoned
+    # uncommitted. Their outputs may be re-sent by the next owner (same event_id); the
+    # Redis fences keep counters exact whether or not their update already ran.
     def _on_assign(self, consumer, partitions) -> None:
         self.paused = False
         log.info("partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
 
     def _on_revoke(self, consumer, partitions) -> None:
         revoked = {(p.topic, p.partition) for p in partitions}
-        if self.inflight is not None and revoked & set(self.inflight.next_offsets):
-            # Abandon: its outputs may be re-sent by the next owner (same event_id); the
-            # Redis fences keep counters exact whether or not the update already ran.
-            self.batch_revoked = True
+        self.generation += 1
         self._commit({tp: o for tp, o in self.completed.items() if tp in revoked}, asynchronous=False)
         for tp in revoked:
             self.completed.pop(tp, None)
@@ -138,8 +139,7 @@ class StreamProcessor:
 
     def _on_lost(self, consumer, partitions) -> None:
         lost = {(p.topic, p.partition) for p in partitions}
-        if self.inflight is not None and lost & set(self.inflight.next_offsets):
-            self.batch_revoked = True
+        self.generation += 1
         for tp in lost:
             self.completed.pop(tp, None)
         log.warning("partitions lost", extra={"partitions": sorted(f"{t}[{p}]" for t, p in lost)})
@@ -152,23 +152,32 @@ class StreamProcessor:
             log.info("stop requested; draining", extra={"signal": signum})
 
     def run(self) -> int:
+        """Two batches in flight: batch k+1 is polled, validated and then run through the model
+        on the inference thread while batch k is delivered (produce, acks, Redis, alerts, commit)
+        here. Torch releases the GIL in the forward pass, so the two overlap."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         m = self.settings.model
-        try:
-            while not self.stopping:
-                messages = self.consumer.consume(num_messages=m.batch_size, timeout=m.max_wait_ms / 1000)
-                messages = [msg for msg in messages if self._usable(msg)]
-                if not messages:
-                    if self.metrics.total_lag == 0:
+        labelling: Future | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference") as model_thread:
+            try:
+                while not self.stopping:
+                    messages = [msg for msg in self.consumer.consume(num_messages=m.batch_size, timeout=m.max_wait_ms / 1000)
+                                if self._usable(msg)]
+                    decoded = self.builder.decode(messages, self.generation) if messages else None
+                    if decoded and not self.first_batch_logged:
+                        self.first_batch_logged = True
+                        log.info("first batch polled", extra={"size": decoded.size, "epoch_ms": decoded.received_ms})
+                    ready = labelling.result() if labelling else None
+                    labelling = model_thread.submit(self.builder.label, decoded) if decoded else None
+                    if ready is not None:
+                        self.deliver(ready)
+                    elif not messages and self.metrics.total_lag == 0:
                         self.metrics.progressed()
-                    continue
-                if not self.first_batch_logged:
-                    self.first_batch_logged = True
-                    log.info("first batch polled", extra={"size": len(messages), "epoch_ms": int(time.time() * 1000)})
-                self.process(messages)
-        finally:
-            self.shutdown()
+                if labelling is not None:  # drain: the last labelled batch is delivered too
+                    self.deliver(labelling.result())
+            finally:
+                self.shutdown()
         return 0
 
     def _usable(self, msg) -> bool:
@@ -179,19 +188,18 @@ class StreamProcessor:
             log.warning("consumer error", extra={"error": error.str()})
         return False
 
-    def process(self, messages: list) -> bool:
-        """One batch end to end; False when it was abandoned (rebalance or shutdown deadline)."""
-        self.batch_revoked = False
-        self.inflight = batch = self.builder.build(messages)
+    def deliver(self, batch: PreparedBatch) -> bool:
+        """Outputs acked, counters written, alerts out, then commit; False when abandoned."""
+        self.delivering = batch
         self.metrics.batch_size.observe(batch.size)
         try:
-            if not self.output.send_all(batch.outgoing, self._keepalive, self._should_abandon):
-                return self._abandon("rebalance" if self.batch_revoked else "shutdown")
-            if not self._update_counters(batch):
-                return self._abandon("rebalance" if self.batch_revoked else "shutdown")
-            if not self._send_alerts(batch):
-                return self._abandon("rebalance" if self.batch_revoked else "shutdown")
-            if self.batch_revoked:
+            if self._stale(batch):
+                return self._abandon("rebalance")
+            for step in (lambda: self.output.send_all(batch.outgoing, self._keepalive, self._should_abandon),
+                         lambda: self._update_counters(batch), lambda: self._send_alerts(batch)):
+                if not step():
+                    return self._abandon("rebalance" if self._stale(batch) else "shutdown")
+            if self._stale(batch):
                 return self._abandon("rebalance")
             self._commit(batch.next_offsets, asynchronous=True)
             self.completed.update(batch.next_offsets)
@@ -200,8 +208,11 @@ class StreamProcessor:
             self.metrics.progressed()
             return True
         finally:
-            self.inflight = None
+            self.delivering = None
             self._resume()
+
+    def _stale(self, batch: PreparedBatch) -> bool:
+        return batch.generation != self.generation
 
     def _update_counters(self, batch: PreparedBatch) -> bool:
         delay = 0.1
@@ -244,7 +255,7 @@ class StreamProcessor:
         return False
 
     def _should_abandon(self) -> bool:
-        return self.batch_revoked or time.monotonic() > self.deadline
+        return (self.delivering is not None and self._stale(self.delivering)) or time.monotonic() > self.deadline
 
     def _keepalive(self) -> None:
         """Poll with partitions paused: serves rebalance callbacks and keeps the member alive."""

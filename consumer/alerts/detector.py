@@ -51,7 +51,7 @@ def read_alerts(client, prefix: str, state: str | None = None) -> list[dict[str,
 
 class SpikeDetector:
     def __init__(self, store: CounterStore, rule: SpikeRule, window_s: int, window_name: str, baseline_s: int,
-                 cooldown_s: int, eval_interval_s: float = 5.0) -> None:
+                 cooldown_s: int, eval_interval_s: float = 5.0, baseline_refresh_s: float = 60.0) -> None:
         self.store = store
         self.client = store.client
         self.rule = rule
@@ -61,6 +61,9 @@ class SpikeDetector:
         self._fire = self.client.register_script(_FIRE)
         self._resolve = self.client.register_script(_RESOLVE)
         self._last_eval: dict[tuple[str, str], float] = {}
+        # The baseline (a day of hourly buckets) moves slowly: re-read it once a minute, not per batch.
+        self.baseline_refresh_s = baseline_refresh_s
+        self._baselines: dict[tuple[str, str], tuple[float, int, int]] = {}
 
     def state_key(self, kind: str, name: str) -> str:
         return f"{self.store.layout.tag(kind, name)}:alert"
@@ -76,6 +79,7 @@ class SpikeDetector:
             self._last_eval[subject] = clock
         if len(self._last_eval) > 100_000:  # forget subjects not seen for a while
             self._last_eval = {s: t for s, t in self._last_eval.items() if clock - t < 3600}
+            self._baselines = {s: b for s, b in self._baselines.items() if s in self._last_eval}
         verdicts = self._verdicts(due, now_ms)
         states = self._states(due)
         alerts = []
@@ -88,13 +92,22 @@ class SpikeDetector:
         return alerts
 
     def _verdicts(self, subjects: list[tuple[str, str]], now_ms: int) -> list[Verdict]:
-        requests = [(kind, name, w) for kind, name in subjects for w in (self.window_s, self.baseline_s + self.window_s)]
+        clock = time.monotonic()
+        stale = [s for s in subjects if clock - self._baselines.get(s, (-math.inf, 0, 0))[0] >= self.baseline_refresh_s]
+        requests = [(kind, name, self.window_s) for kind, name in subjects]
+        requests += [(kind, name, self.baseline_s + self.window_s) for kind, name in stale]
         counts = self.store.window_counts_many(requests, now_ms)
-        out = []
-        for short, longer in zip(counts[::2], counts[1::2]):
-            base_neg = max(0, longer.get("negative", 0) - short.get("negative", 0))
+        shorts = dict(zip(subjects, counts[: len(subjects)]))
+        for subject, longer in zip(stale, counts[len(subjects) :]):
+            short = shorts[subject]
+            base_negative = max(0, longer.get("negative", 0) - short.get("negative", 0))
             base_total = max(0, sum(longer.values()) - sum(short.values()))
-            out.append(evaluate(self.rule, short.get("negative", 0), sum(short.values()), base_neg, base_total))
+            self._baselines[subject] = (clock, base_negative, base_total)
+        out = []
+        for subject in subjects:
+            short = shorts[subject]
+            _, base_negative, base_total = self._baselines[subject]
+            out.append(evaluate(self.rule, short.get("negative", 0), sum(short.values()), base_negative, base_total))
         return out
 
     def _states(self, subjects: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:

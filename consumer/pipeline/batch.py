@@ -26,6 +26,18 @@ class Topics:
 
 
 @dataclass
+class DecodedBatch:
+    """A polled batch after validation: valid events to label, dead letters ready to send."""
+
+    valid: list[tuple[object, ValidEvent]] = field(default_factory=list)
+    outgoing: list[Outgoing] = field(default_factory=list)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    size: int = 0
+    generation: int = 0  # assignment generation it was polled in; a rebalance makes it stale
+    received_ms: int = 0
+
+
+@dataclass
 class PreparedBatch:
     """Everything a batch must get durably out before its offsets may be committed."""
 
@@ -33,6 +45,7 @@ class PreparedBatch:
     increments: list[Increment] = field(default_factory=list)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     size: int = 0
+    generation: int = 0
 
 
 def _dead_letter(msg, code: str, message: str, now_ms: int, topics: Topics) -> Outgoing:
@@ -49,20 +62,25 @@ class BatchBuilder:
         self.topics = topics
         self.metrics = metrics
 
-    def build(self, messages: list) -> PreparedBatch:
-        batch = PreparedBatch(size=len(messages))
-        now_ms = int(time.time() * 1000)
-        valid: list[tuple[object, ValidEvent]] = []
+    def decode(self, messages: list, generation: int = 0) -> DecodedBatch:
+        """Validate a polled batch (cheap; runs on the polling thread)."""
+        batch = DecodedBatch(size=len(messages), generation=generation, received_ms=int(time.time() * 1000))
         for msg in messages:
             batch.next_offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
             self.metrics.events_in.labels(msg.topic()).inc()
             try:
-                valid.append((msg, decode_event(msg.value(), self.limits)))
+                batch.valid.append((msg, decode_event(msg.value(), self.limits)))
             except EventError as error:
                 self.metrics.dead_lettered.labels(error.code.value).inc()
                 envelope = dead_letter_for(error, msg.value(), topic=msg.topic(), partition=msg.partition(),
-                                           offset=msg.offset(), received_at_ms=now_ms)
+                                           offset=msg.offset(), received_at_ms=batch.received_ms)
                 batch.outgoing.append(Outgoing(self.topics.dlq, msg.key(), orjson.dumps(envelope)))
+        return batch
+
+    def label(self, decoded: DecodedBatch) -> PreparedBatch:
+        """Classify the valid events and build outputs and counter increments (the model's thread)."""
+        batch = PreparedBatch(list(decoded.outgoing), [], decoded.next_offsets, decoded.size, decoded.generation)
+        valid = decoded.valid
         if not valid:
             return batch
         started = time.perf_counter()
@@ -83,7 +101,7 @@ class BatchBuilder:
             batch.outgoing.append(Outgoing(self.topics.output, key, orjson.dumps(out)))
             self.metrics.events_out.labels(label).inc()
             self.metrics.e2e_latency.observe(max(0.0, (done_ms - event.ts_ms) / 1000))
-            reason = self.layout.countable(event.ts_ms, now_ms)
+            reason = self.layout.countable(event.ts_ms, decoded.received_ms)
             if reason:
                 self.metrics.not_counted.labels(reason).inc()
                 continue

@@ -46,7 +46,7 @@ def test_model_failure_splits_batch_and_dead_letters_only_the_offender():
     events[11]["text"] = "POISON pill"
     model = PoisonedModel()
     builder = BatchBuilder(model, CounterLayout("x"), DEFAULT_LIMITS, Topics("out", "dlq"), Metrics())
-    batch = builder.build([FakeMessage(orjson.dumps(e), i) for i, e in enumerate(events)])
+    batch = builder.label(builder.decode([FakeMessage(orjson.dumps(e), i) for i, e in enumerate(events)]))
     by_topic = {"out": [], "dlq": []}
     for message in batch.outgoing:
         by_topic[message.topic].append(orjson.loads(message.value))
