@@ -78,6 +78,7 @@ class Run:
                     "--metrics-port", "0", "--log-level", "INFO", *(extra or [])]
         self.log_path = ROOT / "bench" / "results" / f"{self.id}.log"
         self.proc: subprocess.Popen | None = None
+        self._offsets_client: Consumer | None = None
 
     def produce(self, values: list[bytes]) -> None:
         producer = Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 20, "enable.idempotence": True})
@@ -107,11 +108,11 @@ class Run:
         raise RuntimeError(f"timed out waiting for {message!r}; see {self.log_path}")
 
     def committed(self) -> int:
-        c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": self.id})
-        try:
-            return sum(max(tp.offset, 0) for tp in c.committed([TopicPartition(self.topics["in"], p) for p in range(4)], timeout=10))
-        finally:
-            c.close()
+        # One long-lived client: creating one per check would load the CPU the consumer is measured on.
+        if self._offsets_client is None:
+            self._offsets_client = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": self.id})
+        partitions = [TopicPartition(self.topics["in"], p) for p in range(4)]
+        return sum(max(tp.offset, 0) for tp in self._offsets_client.committed(partitions, timeout=10))
 
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -122,6 +123,8 @@ class Run:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(60)
         self.log.close()
+        if self._offsets_client is not None:
+            self._offsets_client.close()
         for f in self.admin.delete_topics(list(self.topics.values())).values():
             try:
                 f.result(30)
@@ -139,7 +142,7 @@ def backlog_run(name: str, checkpoint: str, args, values: list[bytes], extra: li
         while run.committed() < len(values):
             if run.proc.poll() is not None:
                 raise RuntimeError(f"consumer exited; see {run.log_path}")
-            time.sleep(0.05)
+            time.sleep(0.2)
         seconds = time.time() - first
         return {"events": len(values), "seconds": round(seconds, 2), "eps": round(len(values) / seconds, 1), "rss_mb": round(run.rss_mb(), 1)}
     finally:

@@ -1,9 +1,11 @@
 """`make demo`: the whole job on the local services, end to end, in a few minutes.
 
-Starts the consumer on fresh demo topics, produces a stream of review and
-search_result events built from real review text and realistic shopping queries
-(some mostly negative), prints a live per-query view from Redis, then stops
-everything it started.
+Starts the consumer on fresh demo topics, backfills two hours of history, then
+produces a live stream of review and search_result events built from real review
+text and realistic shopping queries (some more negative than others). Midway, one
+query ("phone charger fast") turns sharply negative: the consumer raises an alert.
+Prints a live per-query view from Redis and the alerts, then stops everything it
+started.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from consumer.state.counters import CounterLayout, CounterStore  # noqa: E402
 from schemas import normalize_query  # noqa: E402
 from trainer.corpora import read_builtin  # noqa: E402
 
-# (query as typed, share of negative texts among its results and reviews)
+# (query as typed, usual share of negative texts among its results and reviews)
 QUERIES = [
-    ("wireless earbuds", 0.15), ("Phone Charger Fast", 0.75), ("running shoes", 0.10), ("4K TV 55 inch", 0.20),
-    ("baby stroller", 0.10), ("air fryer", 0.15), ("laptop stand", 0.10), ("Smart Watch", 0.65),
-    ("coffee maker", 0.20), ("yoga mat", 0.05), ("蓝牙耳机", 0.20), ("gaming chair", 0.55),
+    ("wireless earbuds", 0.15), ("Phone Charger Fast", 0.15), ("running shoes", 0.10), ("4K TV 55 inch", 0.20),
+    ("baby stroller", 0.10), ("air fryer", 0.15), ("laptop stand", 0.10), ("Smart Watch", 0.45),
+    ("coffee maker", 0.20), ("yoga mat", 0.05), ("蓝牙耳机", 0.20), ("gaming chair", 0.40),
 ]
+SPIKE_QUERY, SPIKE_SHARE = "Phone Charger Fast", 0.9  # a bad batch of chargers ships midway through the stream
 
 
 def review_texts() -> dict[str, list[str]]:
@@ -51,15 +54,20 @@ def review_texts() -> dict[str, list[str]]:
     return pools
 
 
-def make_event(rng: random.Random, pools: dict[str, list[str]], i: int) -> dict:
+def make_event(rng: random.Random, pools: dict[str, list[str]], i: int, ts_ms: int, spiking: bool = False) -> dict:
     query, negative_share = rng.choice(QUERIES)
+    spike = spiking and rng.random() < 0.25
+    if spike:
+        query, negative_share = SPIKE_QUERY, SPIKE_SHARE
     roll = rng.random()
     label = "negative" if roll < negative_share else ("neutral" if roll < negative_share + 0.15 else "positive")
     # Search snippets repeat: draw from a small head of each pool half of the time.
     pool = pools[label]
     text = pool[rng.randrange(50)] if rng.random() < 0.5 else rng.choice(pool)
-    base = {"event_id": f"demo-{i}-{uuid.uuid4().hex[:8]}", "schema_version": 1, "ts": int(time.time() * 1000),
-            "product_id": f"sku-{abs(hash(query)) % 1000}-{rng.randint(1, 5)}", "text": text, "locale": "en-US"}
+    # Each query leads to two products; the spike's traffic goes to a newly shipped bad batch.
+    product = "sku-charger-bad-batch" if spike else f"sku-{[q for q, _ in QUERIES].index(query)}-{rng.randint(1, 2)}"
+    base = {"event_id": f"demo-{i}-{uuid.uuid4().hex[:8]}", "schema_version": 1, "ts": ts_ms,
+            "product_id": product, "text": text, "locale": "en-US"}
     if rng.random() < 0.6:
         return {**base, "event_type": "search_result", "query": query, "rank": rng.randint(1, 20), "title": f"{query} item"}
     rating = {"negative": rng.choice([1, 2]), "neutral": 3, "positive": rng.choice([4, 5])}[label]
@@ -69,7 +77,8 @@ def make_event(rng: random.Random, pools: dict[str, list[str]], i: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=os.environ.get("CHECKPOINT", "checkpoints/latest"), help="checkpoint for the consumer [env CHECKPOINT]")
-    parser.add_argument("--events", type=int, default=3000, help="events to produce")
+    parser.add_argument("--events", type=int, default=2400, help="live events to produce (after the backfilled history)")
+    parser.add_argument("--history", type=int, default=1800, help="events backfilled over the past 2 hours (the alert baseline)")
     parser.add_argument("--rate", type=float, default=40.0, help="events per second produced")
     parser.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"), help="[env KAFKA_BOOTSTRAP_SERVERS]")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="[env REDIS_URL]")
@@ -90,7 +99,8 @@ def main() -> int:
     consumer_cmd = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", args.bootstrap_servers,
                     "--redis-url", args.redis_url, "--redis-prefix", prefix, "--input-topics", f"{topics['search']},{topics['reviews']}",
                     "--output-topic", topics["out"], "--dlq-topic", topics["dlq"], "--alerts-topic", topics["alerts"],
-                    "--group-id", f"demo-{run}", "--checkpoint", args.checkpoint, "--metrics-port", "0"]
+                    "--group-id", f"demo-{run}", "--checkpoint", args.checkpoint, "--metrics-port", "0",
+                    "--alert-eval-interval-s", "2"]
     print(f"starting the consumer (log: {log_path.relative_to(ROOT)})", flush=True)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(consumer_cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -109,48 +119,73 @@ def _stream(args, topics, prefix, pools, proc) -> int:
     rng = random.Random(7)
     producer = Producer({"bootstrap.servers": args.bootstrap_servers, "enable.idempotence": True, "linger.ms": 20})
     outputs = {"n": 0, "first": None, "last": None}
+    alerts: list[dict] = []
+    total = args.history + args.events
 
-    def count_outputs() -> None:
+    def follow(topic: str, on_message) -> None:
         reader = Consumer({"bootstrap.servers": args.bootstrap_servers, "group.id": f"demo-reader-{uuid.uuid4().hex}",
                            "auto.offset.reset": "earliest"})
-        reader.subscribe([topics["out"]])
-        while outputs["n"] < args.events and proc.poll() is None:
+        reader.subscribe([topic])
+        while proc.poll() is None:
             msg = reader.poll(0.2)
             if msg is not None and msg.error() is None:
-                outputs["n"] += 1
-                outputs["first"] = outputs["first"] or time.monotonic()
-                outputs["last"] = time.monotonic()
+                on_message(msg)
         reader.close()
 
-    threading.Thread(target=count_outputs, daemon=True).start()
+    def count(_msg) -> None:
+        outputs["n"] += 1
+        outputs["first"] = outputs["first"] or time.monotonic()
+        outputs["last"] = time.monotonic()
+
+    threading.Thread(target=follow, args=(topics["out"], count), daemon=True).start()
+    threading.Thread(target=follow, args=(topics["alerts"], lambda m: alerts.append(orjson.loads(m.value()))), daemon=True).start()
+
+    def send(event: dict) -> None:
+        topic = topics["search"] if event["event_type"] == "search_result" else topics["reviews"]
+        producer.produce(topic, orjson.dumps(event), key=normalize_query(event["query"]).encode())
+
+    now = int(time.time() * 1000)
+    for i in range(args.history):
+        send(make_event(rng, pools, i, now - rng.randint(10 * 60_000, 120 * 60_000)))
+    producer.flush(30)
+    print(f"backfilled {args.history} events over the past 2 hours (the baseline); now streaming {args.events} live "
+          f"at {args.rate:.0f}/s; '{SPIKE_QUERY}' turns negative in the middle third", flush=True)
+
     store = CounterStore(connect(args.redis_url), CounterLayout(prefix))
     start = time.monotonic()
     produced = 0
     next_view = start + 3
-    while outputs["n"] < args.events:
+    while outputs["n"] < total:
         if proc.poll() is not None:
             print(f"the consumer exited early ({proc.returncode}); see its log", flush=True)
             return 1
         due = min(args.events, int((time.monotonic() - start) * args.rate))
         while produced < due:
-            event = make_event(rng, pools, produced)
-            topic = topics["search"] if event["event_type"] == "search_result" else topics["reviews"]
-            producer.produce(topic, orjson.dumps(event), key=normalize_query(event["query"]).encode())
+            spiking = args.events / 3 <= produced < 2 * args.events / 3
+            send(make_event(rng, pools, args.history + produced, int(time.time() * 1000), spiking))
             produced += 1
         producer.poll(0)
         if time.monotonic() >= next_view:
-            _print_view(store, produced, outputs["n"])
+            _print_view(store, produced, outputs["n"] - args.history, alerts)
             next_view += 3
         if time.monotonic() - start > 600:
             print("demo timed out waiting for the consumer", flush=True)
             return 1
         time.sleep(0.05)
     producer.flush(10)
-    _print_view(store, produced, outputs["n"])
+    time.sleep(3)  # a last spike check may still be on its way
+    _print_view(store, produced, outputs["n"] - args.history, alerts)
+    print("\nalerts on the alerts topic:")
+    for alert in alerts:
+        print(f"  {alert['state']:<9} {alert['subject']} {alert['query'] or alert['product_id']!r}: negative share "
+              f"{alert['negative_share']:.0%} over {alert['window']} (baseline {alert['baseline_share'] if alert['baseline_share'] is not None else 'none'}, "
+              f"n={alert['count']}, z={alert['statistic']})", flush=True)
+    if not alerts:
+        print("  (none)")
     if outputs["last"] and outputs["first"] and outputs["last"] > outputs["first"]:
         seconds = outputs["last"] - outputs["first"]
         print(f"\nlabelled {outputs['n']} events in {seconds:.1f} s from the first output to the last "
-              f"({outputs['n'] / seconds:.0f} events/s; produced at {args.rate:.0f}/s, so the consumer kept up)", flush=True)
+              f"({outputs['n'] / seconds:.0f} events/s; the live stream was produced at {args.rate:.0f}/s)", flush=True)
     return 0
 
 
@@ -160,7 +195,7 @@ def _cell(text: str, width: int) -> str:
     return text + " " * max(0, width - shown)
 
 
-def _print_view(store: CounterStore, produced: int, labelled: int) -> None:
+def _print_view(store: CounterStore, produced: int, labelled: int, alerts: list[dict]) -> None:
     now = int(time.time() * 1000)
     rows = []
     for query, _ in QUERIES:
@@ -168,12 +203,16 @@ def _print_view(store: CounterStore, produced: int, labelled: int) -> None:
         total = sum(counts.values())
         rows.append((query, total, counts.get("negative", 0), counts.get("neutral", 0), counts.get("positive", 0),
                      counts.get("negative", 0) / total if total else 0.0))
-    print(f"\n[{time.strftime('%H:%M:%S')}] produced {produced}, labelled {labelled} -- last 5 minutes per query (from Redis)")
+    print(f"\n[{time.strftime('%H:%M:%S')}] live events produced {produced}, labelled {max(0, labelled)} -- last 5 minutes per query (Redis)")
     print(f"  {'query':<22}{'total':>7}{'neg':>6}{'neu':>6}{'pos':>6}  negative share")
     for query, total, neg, neu, pos, share in sorted(rows, key=lambda r: -r[1]):
         print(f"  {_cell(query, 22)}{total:>7}{neg:>6}{neu:>6}{pos:>6}  {share:6.1%} {'#' * round(share * 20)}")
     top = sorted((r for r in rows if r[1] >= 10), key=lambda r: -r[5])[:3]
     print("  top negative: " + ", ".join(f"{r[0]} ({r[5]:.0%})" for r in top), flush=True)
+    latest = {a["alert_id"]: a for a in alerts}  # in topic order, so the newest state wins
+    live = [a for a in latest.values() if a["state"] == "firing" and a["subject"] == "query"]
+    if live:
+        print("  ALERT firing: " + ", ".join(f"{a['query']} ({a['negative_share']:.0%} negative vs {a['reference_share']:.0%})" for a in live), flush=True)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,10 @@ class SpikeDetector:
             short = shorts[subject]
             base_negative = max(0, longer.get("negative", 0) - short.get("negative", 0))
             base_total = max(0, sum(longer.values()) - sum(short.values()))
-            self._baselines[subject] = (clock, base_negative, base_total)
+            # A baseline still too small to use is re-read every time, so a young subject
+            # switches from the prior to its own baseline as soon as it has one.
+            fetched = clock if base_total >= self.rule.min_baseline else -math.inf
+            self._baselines[subject] = (fetched, base_negative, base_total)
         out = []
         for subject in subjects:
             short = shorts[subject]
