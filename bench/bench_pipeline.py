@@ -8,6 +8,8 @@ built-in corpora), same machine:
   (c) naive: one message at a time, padded to 128 tokens, produce + commit per message
   (d) latency from produce to labelled output at ~50% and ~90% of (b)'s throughput
   (e) inference cache: a Zipf-repeating stream with the cache on and off
+  (f) the spike detector's cost: (b) again with --alerts false
+  (g) model-only with dynamic int8 quantization (CPU)
 Writes bench/results/latest.json and prints one table.
 """
 
@@ -149,10 +151,10 @@ def backlog_run(name: str, checkpoint: str, args, values: list[bytes], extra: li
         run.stop()
 
 
-def model_only(checkpoint: str, texts: list[str], batch_size: int) -> dict:
+def model_only(checkpoint: str, texts: list[str], batch_size: int, quantize: str = "none") -> dict:
     from consumer.model.classifier import SentimentClassifier
 
-    model = SentimentClassifier(checkpoint, "auto", cache_size=0)
+    model = SentimentClassifier(checkpoint, "cpu" if quantize == "int8" else "auto", cache_size=0, quantize=quantize)
     model.classify(texts[:batch_size])  # warm-up
     start = time.perf_counter()
     for i in range(0, len(texts), batch_size):
@@ -297,6 +299,11 @@ def main() -> int:
     cached = backlog_run("zipf-cache", checkpoint, args, stream)
     uncached = backlog_run("zipf-nocache", checkpoint, args, stream, ["--cache-size", "0"])
     unique_share = len(set(zipf_stream(texts, args.zipf_events))) / args.zipf_events
+    print(f"(f) end-to-end without the spike detector, {args.events} events ...", flush=True)
+    no_alerts = backlog_run("e2e-noalerts", checkpoint, args, events(texts[: args.events], "e2e"), ["--alerts", "false"])
+
+    print("(g) model-only, int8 dynamic quantization ...", flush=True)
+    int8 = model_only(checkpoint, texts[: args.model_only_events], args.batch_size, "int8")
 
     result = {
         "model_only_eps": m["eps"], "end_to_end_eps": e2e["eps"], "naive_eps": nv["eps"],
@@ -309,6 +316,9 @@ def main() -> int:
         "batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms, "checkpoint_version": m["version"],
         "zipf_cache": {"events": args.zipf_events, "unique_share": round(unique_share, 3), "cache_on_eps": cached["eps"],
                        "cache_off_eps": uncached["eps"], "speedup": round(cached["eps"] / uncached["eps"], 2)},
+        "alerts_cost": {"alerts_on_eps": e2e["eps"], "alerts_off_eps": no_alerts["eps"],
+                        "throughput_cost": round(1 - e2e["eps"] / no_alerts["eps"], 3)},
+        "model_only_int8_eps": int8["eps"],
         "bench_seconds": round(time.monotonic() - started, 1), "python": platform.python_version(),
     }
     (ROOT / "bench" / "results" / "latest.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
@@ -323,6 +333,8 @@ def main() -> int:
         ("p99 bound: max_wait + 3 x batch forward", f"{result['latency_bound_ms']:.0f} ms"),
         ("consumer peak RSS", f"{e2e['rss_mb']:.0f} MB"),
         (f"Zipf stream ({unique_share:.0%} unique): cache on / off", f"{cached['eps']:.0f} / {uncached['eps']:.0f} ev/s"),
+        ("model-only int8 (dynamic quantization)", f"{int8['eps']:.0f} ev/s"),
+        ("end-to-end with / without spike detector", f"{e2e['eps']:.0f} / {no_alerts['eps']:.0f} ev/s"),
     ]
     print(f"\n{'measurement':<52}{'result':>24}")
     for name, value in rows:

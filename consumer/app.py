@@ -95,7 +95,8 @@ class StreamProcessor:
                                     "input_topics": s.kafka.input_topics, "output_topic": s.kafka.output_topic,
                                     "dlq_topic": s.kafka.dlq_topic, "batch_size": s.model.batch_size,
                                     "max_wait_ms": s.model.max_wait_ms, "windows": s.counters.windows})
-        self.classifier = SentimentClassifier(s.model.checkpoint, s.model.device, s.model.threads, s.model.cache_size)
+        self.classifier = SentimentClassifier(s.model.checkpoint, s.model.device, s.model.threads, s.model.cache_size,
+                                              s.model.inference_batch_size, s.model.quantize)
         self.metrics.model.labels(self.classifier.name, self.classifier.version, str(self.classifier.device)).set(1)
         log.info("model loaded", extra={"model_version": self.classifier.version, "device": str(self.classifier.device),
                                         "labels": self.classifier.labels, "max_length": self.classifier.max_length})
@@ -233,6 +234,8 @@ class StreamProcessor:
 
     def _send_alerts(self, batch: PreparedBatch) -> bool:
         """Spike check on the subjects this batch touched; alerts go out before the commit."""
+        if not self.settings.alerts.alerts:
+            return True
         try:
             alerts = self.detector.check((inc.kind, inc.name) for inc in batch.increments)
         except redis.RedisError as exc:

@@ -33,6 +33,7 @@ class CounterSettings:
 
 @dataclass
 class AlertSettings:
+    alerts: bool = field(default=True, metadata={"help": "run the negative-spike detector on each batch's subjects"})
     alert_window: str = field(default="5m", metadata={"help": "short window whose negative share is tested"})
     alert_baseline_window: str = field(default="24h", metadata={"help": "baseline: this long before now, excluding the short window"})
     alert_min_count: int = field(default=20, metadata={"help": "events needed in the short window before an alert can fire"})
@@ -53,6 +54,8 @@ class ModelSettings:
     batch_size: int = field(default=64, metadata={"help": "most events per micro-batch"})
     max_wait_ms: int = field(default=100, metadata={"help": "longest wait to fill a micro-batch"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = one per core)"})
+    inference_batch_size: int = field(default=0, metadata={"help": "texts per forward pass after length sorting (0 = 16 on CPU, where small sorted sub-batches pad least; 512 on CUDA)"})
+    quantize: str = field(default="none", metadata={"help": "int8: dynamic int8 quantization of the Linear layers (CPU only; measure its accuracy with trainer evaluate --quantize int8)", "choices": ["none", "int8"]})
     cache_size: int = field(default=50_000, metadata={"help": "inference cache entries (same normalized text + model version); 0 disables"})
 
 

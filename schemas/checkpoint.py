@@ -75,8 +75,14 @@ def pick_device(requested: str = "auto"):
     return device
 
 
-def load_checkpoint(directory: str | Path, device: str = "auto") -> LoadedCheckpoint:
-    """Load weights (safetensors only, never pickle), tokenizer and manifest, in eval mode."""
+QUANTIZE_CHOICES = ("none", "int8")
+
+
+def load_checkpoint(directory: str | Path, device: str = "auto", quantize: str = "none") -> LoadedCheckpoint:
+    """Load weights (safetensors only, never pickle), tokenizer and manifest, in eval mode.
+
+    `quantize="int8"`: dynamic int8 quantization of the Linear layers (CPU only).
+    """
     manifest = read_manifest(directory)
     path = Path(directory).resolve()
     if not (path / WEIGHTS_FILE).is_file():
@@ -87,6 +93,18 @@ def load_checkpoint(directory: str | Path, device: str = "auto") -> LoadedCheckp
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, use_safetensors=True)
     model.to(torch_device).eval()
+    if quantize == "int8":
+        if torch_device.type != "cpu":
+            raise CheckpointError("int8 dynamic quantization runs on the CPU only; use --device cpu")
+        import warnings
+
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch marks the quantized-tensor API deprecated; it still works
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    elif quantize != "none":
+        raise CheckpointError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZE_CHOICES)}")
     return LoadedCheckpoint(path, manifest, model, tokenizer, torch_device)
 
 

@@ -26,6 +26,7 @@ class EvaluateArguments:
     report_dir: str = field(default="", metadata={"help": "also write report.json, confusion_matrix.png and reliability.png here"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     batch_size: int = field(default=128, metadata={"help": "inference batch size"})
+    quantize: str = field(default="none", metadata={"help": "int8: score the dynamically int8-quantized model (CPU), as the consumer's --quantize int8 runs it", "choices": ["none", "int8"]})
     negative_max_rating: int = field(default=2, metadata={"help": "ratings up to this many stars are negative"})
     positive_min_rating: int = field(default=4, metadata={"help": "ratings from this many stars are positive"})
     max_examples: int = field(default=0, metadata={"help": "cap on evaluated examples, sampled per source (0 = all)"})

@@ -43,7 +43,7 @@ def _examples(args: "EvaluateArguments", manifest: dict[str, Any]):
 def run_evaluate(args: "EvaluateArguments") -> dict[str, Any]:
     if not args.data:
         raise TrainerError("no evaluation data: pass --data PATH or --data builtin:NAME")
-    checkpoint = load_checkpoint(args.checkpoint, args.device)
+    checkpoint = load_checkpoint(args.checkpoint, args.device, args.quantize)
     manifest = checkpoint.manifest
     examples = _examples(args, manifest)
     with tqdm(total=len(examples), desc="evaluate", unit="text", dynamic_ncols=True) as bar:

@@ -33,14 +33,14 @@ class Verdicts:
 
 class SentimentClassifier:
     def __init__(self, checkpoint: str, device: str = "auto", threads: int = 0, cache_size: int = 50_000,
-                 inference_batch_size: int = 64) -> None:
+                 inference_batch_size: int = 0, quantize: str = "none") -> None:
         import torch
 
         if threads > 0:
             torch.set_num_threads(threads)
         elif not torch.cuda.is_available():
             torch.set_num_threads(max(1, os.cpu_count() or 1))
-        loaded = load_checkpoint(checkpoint, device)
+        loaded = load_checkpoint(checkpoint, device, quantize)
         self.manifest = loaded.manifest
         self.labels = loaded.labels
         self.version = loaded.manifest["version"]
@@ -55,7 +55,9 @@ class SentimentClassifier:
             # Weights stay resident in half precision; bf16 where the GPU has it.
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             self.model.to(dtype=dtype)
-        self.inference_batch_size = inference_batch_size
+        # Sorted by length and cut into small sub-batches, CPU forward passes pad little:
+        # 16 measured 1.3-1.5x faster than one pass over a 64-event batch here (README).
+        self.inference_batch_size = inference_batch_size or (512 if self.on_cuda else 16)
         self.cache = InferenceCache(cache_size, self.version)
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, int]:

@@ -1,0 +1,35 @@
+"""The resident classifier on a real (tiny) checkpoint: cache, dedupe, truncation, int8."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from consumer.model.classifier import SentimentClassifier
+
+
+def test_cache_dedupe_and_truncation(tiny_checkpoint):
+    model = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=100)
+    long_text = "terrible battery " * 200
+    first = model.classify(["Great phone!", "  GREAT   phone! ", "It broke.", long_text])
+    assert first.forwarded == 3 and first.cache_hits == 0  # the two spellings share one forward pass
+    assert first.truncated == 1
+    assert first.labels[0] == first.labels[1] and np.allclose(first.probs[0], first.probs[1])
+    again = model.classify(["great phone!", "It broke."])
+    assert again.cache_hits == 2 and again.forwarded == 0
+    assert np.allclose(again.probs[1], first.probs[2])
+    assert np.allclose(first.probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_sub_batch_size_does_not_change_verdicts(tiny_checkpoint):
+    texts = [f"review number {i}: " + "good " * (i % 17) + "bad " * (i % 5) for i in range(40)]
+    small = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0, inference_batch_size=4).classify(texts)
+    whole = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0, inference_batch_size=64).classify(texts)
+    assert np.allclose(small.probs, whole.probs, atol=1e-4)
+
+
+def test_int8_quantization_stays_close(tiny_checkpoint):
+    texts = ["I love it", "awful, broke on day one", "it is a cable", "fast shipping, great seller"]
+    fp32 = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0).classify(texts)
+    int8 = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0, quantize="int8").classify(texts)
+    assert int8.probs.shape == fp32.probs.shape
+    assert np.abs(int8.probs - fp32.probs).max() < 0.15
