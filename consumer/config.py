@@ -42,7 +42,7 @@ class AlertSettings:
     alert_min_baseline: int = field(default=50, metadata={"help": "baseline events needed; fewer and --alert-prior-share is the reference"})
     alert_prior_share: float = field(default=0.25, metadata={"help": "negative share assumed for queries without a baseline"})
     alert_cooldown: str = field(default="15m", metadata={"help": "after a spike resolves, no new alert for the same subject for this long"})
-    alert_eval_interval_s: float = field(default=5.0, metadata={"help": "evaluate a touched subject at most this often"})
+    alert_eval_interval_s: float = field(default=10.0, metadata={"help": "evaluate a touched subject at most this often"})
     alert_webhook: str = field(default="", metadata={"help": "also POST each alert as JSON to this URL (best effort, off the loop)"})
     alert_webhook_timeout_s: float = field(default=3.0, metadata={"help": "webhook request timeout; 3 retries with backoff"})
 

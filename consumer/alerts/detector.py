@@ -51,7 +51,7 @@ def read_alerts(client, prefix: str, state: str | None = None) -> list[dict[str,
 
 class SpikeDetector:
     def __init__(self, store: CounterStore, rule: SpikeRule, window_s: int, window_name: str, baseline_s: int,
-                 cooldown_s: int, eval_interval_s: float = 5.0, baseline_refresh_s: float = 60.0) -> None:
+                 cooldown_s: int, eval_interval_s: float = 10.0, baseline_refresh_s: float = 60.0) -> None:
         self.store = store
         self.client = store.client
         self.rule = rule
@@ -61,7 +61,7 @@ class SpikeDetector:
         self._fire = self.client.register_script(_FIRE)
         self._resolve = self.client.register_script(_RESOLVE)
         self._last_eval: dict[tuple[str, str], float] = {}
-        # The baseline (a day of hourly buckets) moves slowly: re-read it once a minute, not per batch.
+        # The baseline moves slowly: re-read it once a minute, not per batch.
         self.baseline_refresh_s = baseline_refresh_s
         self._baselines: dict[tuple[str, str], tuple[float, int, int]] = {}
 
@@ -69,7 +69,14 @@ class SpikeDetector:
         return f"{self.store.layout.tag(kind, name)}:alert"
 
     def check(self, subjects: Iterable[tuple[str, str]], now_ms: int | None = None) -> list[dict[str, Any]]:
-        """Alert events (firing or resolved) for the subjects whose state changed."""
+        """Alert events (firing or resolved) for the subjects whose state changed.
+
+        Cheap first: the short window and the alert state of each due subject (two
+        round trips). The baseline (a day of hourly buckets) is read only for subjects
+        that could fire (enough volume, a negative share of at least the minimum rise)
+        or are firing, and is then kept for `baseline_refresh_s` (a sixth of that while
+        it is still too small to use, so a young subject soon gets its own).
+        """
         now_ms = now_ms or int(time.time() * 1000)
         clock = time.monotonic()
         due = [s for s in dict.fromkeys(subjects) if clock - self._last_eval.get(s, -math.inf) >= self.eval_interval_s]
@@ -80,38 +87,36 @@ class SpikeDetector:
         if len(self._last_eval) > 100_000:  # forget subjects not seen for a while
             self._last_eval = {s: t for s, t in self._last_eval.items() if clock - t < 3600}
             self._baselines = {s: b for s, b in self._baselines.items() if s in self._last_eval}
-        verdicts = self._verdicts(due, now_ms)
         states = self._states(due)
+        shorts = dict(zip(due, self.store.window_counts_many([(kind, name, self.window_s) for kind, name in due], now_ms)))
+        rule = self.rule
+        candidates = [s for s in due if states[s].get("state") == "firing"
+                      or (sum(shorts[s].values()) >= rule.min_count
+                          and shorts[s].get("negative", 0) >= rule.min_increase * sum(shorts[s].values()))]
+        self._refresh_baselines(candidates, shorts, now_ms, clock)
         alerts = []
-        for subject, verdict in zip(due, verdicts):
-            state = states[subject]
+        for subject in candidates:
+            short, (_, base_negative, base_total), state = shorts[subject], self._baselines[subject], states[subject]
+            verdict = evaluate(rule, short.get("negative", 0), sum(short.values()), base_negative, base_total)
             if state.get("state") != "firing" and verdict.firing:
                 alerts.extend(self._transition_fire(subject, verdict, now_ms))
-            elif state.get("state") == "firing" and recovered(self.rule, verdict):
+            elif state.get("state") == "firing" and recovered(rule, verdict):
                 alerts.extend(self._transition_resolve(subject, verdict, now_ms, state))
         return alerts
 
-    def _verdicts(self, subjects: list[tuple[str, str]], now_ms: int) -> list[Verdict]:
-        clock = time.monotonic()
-        stale = [s for s in subjects if clock - self._baselines.get(s, (-math.inf, 0, 0))[0] >= self.baseline_refresh_s]
-        requests = [(kind, name, self.window_s) for kind, name in subjects]
-        requests += [(kind, name, self.baseline_s + self.window_s) for kind, name in stale]
-        counts = self.store.window_counts_many(requests, now_ms)
-        shorts = dict(zip(subjects, counts[: len(subjects)]))
-        for subject, longer in zip(stale, counts[len(subjects) :]):
+    def _refresh_baselines(self, subjects: list[tuple[str, str]], shorts: dict, now_ms: int, clock: float) -> None:
+        def expired(subject) -> bool:
+            fetched, _, total = self._baselines.get(subject, (-math.inf, 0, 0))
+            ttl = self.baseline_refresh_s if total >= self.rule.min_baseline else self.baseline_refresh_s / 6
+            return clock - fetched >= ttl
+
+        stale = [s for s in subjects if expired(s)]
+        longer = self.store.window_counts_many([(kind, name, self.baseline_s + self.window_s) for kind, name in stale], now_ms)
+        for subject, counts in zip(stale, longer):
             short = shorts[subject]
-            base_negative = max(0, longer.get("negative", 0) - short.get("negative", 0))
-            base_total = max(0, sum(longer.values()) - sum(short.values()))
-            # A baseline still too small to use is re-read every time, so a young subject
-            # switches from the prior to its own baseline as soon as it has one.
-            fetched = clock if base_total >= self.rule.min_baseline else -math.inf
-            self._baselines[subject] = (fetched, base_negative, base_total)
-        out = []
-        for subject in subjects:
-            short = shorts[subject]
-            _, base_negative, base_total = self._baselines[subject]
-            out.append(evaluate(self.rule, short.get("negative", 0), sum(short.values()), base_negative, base_total))
-        return out
+            base_negative = max(0, counts.get("negative", 0) - short.get("negative", 0))
+            base_total = max(0, sum(counts.values()) - sum(short.values()))
+            self._baselines[subject] = (clock, base_negative, base_total)
 
     def _states(self, subjects: list[tuple[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
         pipe = self.client.pipeline(transaction=False)

@@ -184,6 +184,8 @@ class CounterStore:
         Windows up to the fine horizon use fine buckets (resolution --bucket-seconds);
         longer windows sum whole event-time hours, the current one included.
         """
+        if not requests:
+            return []
         layout = self.layout
         pipe = self.client.pipeline(transaction=False)
         spans = []
