@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -66,10 +67,8 @@ TINY_TRAIN_ARGS = [
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> "Path":
+def tiny_checkpoint(tmp_path_factory) -> Path:
     """A real checkpoint from a tiny CPU fine-tune (about a minute), shared by the suite."""
-    from pathlib import Path
-
     from trainer.cli import main
 
     out = tmp_path_factory.mktemp("checkpoints")

@@ -8,6 +8,7 @@ normalized text, so a text never lands in two splits and reruns give the same sp
 from __future__ import annotations
 
 import csv
+import random
 import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -197,3 +198,19 @@ def fingerprint(examples: Iterable[Example]) -> str:
         digest.update(line.encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def cap_per_source(examples: list[Example], cap: int, seed: int) -> list[Example]:
+    """At most `cap` examples, each source keeping its share (a stratified sample)."""
+    if not cap or len(examples) <= cap:
+        return examples
+    by_source: dict[str, list[Example]] = defaultdict(list)
+    for example in examples:
+        by_source[example.source].append(example)
+    rng = random.Random(seed)
+    kept: list[Example] = []
+    for rows in by_source.values():
+        rows = sorted(rows, key=lambda e: e.key)
+        rng.shuffle(rows)
+        kept.extend(rows[: max(1, round(cap * len(rows) / len(examples)))])
+    return kept

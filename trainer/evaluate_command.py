@@ -8,10 +8,9 @@ from tqdm import tqdm
 
 from schemas.checkpoint import load_checkpoint, predict_probs
 
-from .data import RatingCutoffs, load_examples, split_examples
+from .data import RatingCutoffs, cap_per_source, load_examples, split_examples
 from .errors import TrainerError
 from .evaluate import score, write_report
-from .train import _cap_per_source
 
 if TYPE_CHECKING:
     from .cli import EvaluateArguments
@@ -37,7 +36,7 @@ def _examples(args: "EvaluateArguments", manifest: dict[str, Any]):
             examples = split_examples(examples, seed=hyper.get("split_seed", 13), validation_ratio=hyper.get("validation_ratio", 0.1),
                                       test_ratio=hyper.get("test_ratio", 0.1))[split]
         rows.extend(examples)
-    return _cap_per_source(rows, args.max_examples, 13)
+    return cap_per_source(rows, args.max_examples, 13)
 
 
 def run_evaluate(args: "EvaluateArguments") -> dict[str, Any]:

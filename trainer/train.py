@@ -6,7 +6,7 @@ import hashlib
 import logging
 import random
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from tqdm import tqdm
 from schemas.checkpoint import FORMAT_VERSION, CheckpointError, pick_device, predict_probs, read_manifest
 
 from .config import DataArguments, ModelArguments, TrainingArguments, recipe
-from .data import LABEL_NAMES, Example, RatingCutoffs, fingerprint, load_examples, split_examples
+from .data import LABEL_NAMES, RatingCutoffs, cap_per_source, fingerprint, load_examples, split_examples
 from .errors import TrainerError
 from .evaluate import score
 from .metrics import macro_f1
@@ -34,22 +34,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _cap_per_source(examples: list[Example], cap: int, seed: int) -> list[Example]:
-    """At most `cap` examples, each source keeping its share (a stratified sample)."""
-    if not cap or len(examples) <= cap:
-        return examples
-    by_source: dict[str, list[Example]] = defaultdict(list)
-    for example in examples:
-        by_source[example.source].append(example)
-    rng = random.Random(seed)
-    kept: list[Example] = []
-    for rows in by_source.values():
-        rows = sorted(rows, key=lambda e: e.key)
-        rng.shuffle(rows)
-        kept.extend(rows[: max(1, round(cap * len(rows) / len(examples)))])
-    return kept
 
 
 def _length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -99,9 +83,9 @@ def prepare_data(data: DataArguments):
     cutoffs = RatingCutoffs(data.negative_max_rating, data.positive_min_rating)
     examples, report = load_examples(data.data, cutoffs)
     splits = split_examples(examples, seed=data.split_seed, validation_ratio=data.validation_ratio, test_ratio=data.test_ratio)
-    splits["train"] = _cap_per_source(splits["train"], data.max_train_examples, data.split_seed)
+    splits["train"] = cap_per_source(splits["train"], data.max_train_examples, data.split_seed)
     for name in ("validation", "test"):
-        splits[name] = _cap_per_source(splits[name], data.max_eval_examples, data.split_seed)
+        splits[name] = cap_per_source(splits[name], data.max_eval_examples, data.split_seed)
     return splits, report
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import signal
 import threading
 import time
 
@@ -13,7 +12,6 @@ import pytest
 from consumer.alerts.detector import SpikeDetector, read_alerts
 from consumer.alerts.rule import SpikeRule
 from consumer.state.counters import CounterLayout, CounterStore, Increment
-from tests.conftest import REDIS_URL
 
 from .harness import free_port, produce, read_topic
 

@@ -8,10 +8,9 @@ import urllib.request
 
 import jsonschema
 import orjson
-import pytest
 import redis
 
-from consumer.state.counters import CounterLayout, CounterStore
+from consumer.state.counters import CounterStore
 from schemas import load_schema
 from tests.schemas.test_events import _registry
 
