@@ -112,7 +112,9 @@ def main() -> int:
             proc.wait(timeout=60)
         for future in admin.delete_topics(list(topics.values())).values():
             future.result(timeout=30)
-        print(f"stopped the consumer (exit {proc.returncode}) and removed the demo topics", flush=True)
+        print(f"stopped the consumer (exit {proc.returncode}) and removed the demo topics; the counters stay in Redis "
+              f"for a day under the prefix {prefix}:\n  .venv/bin/python -m consumer top --redis-prefix {prefix} --window 1h",
+              flush=True)
 
 
 def _stream(args, topics, prefix, pools, proc) -> int:
