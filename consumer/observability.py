@@ -58,7 +58,6 @@ class Metrics:
                                      buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
         self.lag = Gauge("sentiment_consumer_lag", "Messages behind the high watermark", ["topic", "partition"], registry=r)
         self.model = Gauge("sentiment_model_info", "Loaded model (value 1)", ["name", "version", "device"], registry=r)
-        self._lock = threading.Lock()
         self.last_progress = time.monotonic()
         self.total_lag = 0
 

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from consumer.cli import build_parser as consumer_parser
@@ -43,13 +44,12 @@ def test_compose_env_and_commands_match_the_clis():
         assert all(str(p).startswith("127.0.0.1:") for p in service.get("ports", []))
 
 
-def test_compose_config_validates_where_a_client_exists():
-    client = shutil.which("docker-compose")
-    command = [client, "config", "-q"] if client else ["docker", "compose", "config", "-q"]
+def test_compose_config_validates_with_a_compose_client():
+    if shutil.which("docker-compose"):
+        command = ["docker-compose", "config", "-q"]
+    elif shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        command = ["docker", "compose", "config", "-q"]
+    else:
+        pytest.skip("no compose client on this machine (the YAML checks above still ran)")
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    no_compose = "unknown command" in result.stderr or "is not a docker command" in result.stderr
-    if result.returncode != 0 and no_compose:
-        # No compose client on this machine: the YAML checks above are what runs.
-        assert not client
-        return
     assert result.returncode == 0, result.stderr

@@ -208,8 +208,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
-
     val_probs = validation_probs()
     model.eval()
     decision, _ = tune_decision_rule(val_probs, val_true, labels)

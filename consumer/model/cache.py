@@ -34,6 +34,3 @@ class InferenceCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
