@@ -11,7 +11,7 @@ Standard library server, bound to 127.0.0.1 by default. Routes:
 from __future__ import annotations
 
 import logging
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -19,6 +19,8 @@ import orjson
 import redis
 
 from . import views
+from .alerts.state import AlertStore
+from .httpserver import BoundedHTTPServer
 from .state.counters import CounterStore
 
 log = logging.getLogger("consumer.api")
@@ -66,7 +68,7 @@ def _int(params: dict[str, list[str]], name: str, default: int) -> int:
         raise views.BadRequest(f"{name} must be an integer, got {raw[:40]!r}") from None
 
 
-def route(store: CounterStore, method: str, target: str) -> tuple[int, Any]:
+def route(store: CounterStore, alerts: AlertStore, method: str, target: str) -> tuple[int, Any]:
     """(status, JSON body) for one request; pure, so tests can call it without sockets."""
     if method != "GET":
         return 405, {"error": f"{method} not allowed; this API is read-only"}
@@ -87,7 +89,7 @@ def route(store: CounterStore, method: str, target: str) -> tuple[int, Any]:
             return 200, views.top(store, label=params.get("label", ["negative"])[-1], window=window,
                                   min_count=_int(params, "min_count", 10), limit=_int(params, "limit", 10))
         if parts == ["alerts"]:
-            return 200, views.alerts(store, params.get("state", [None])[-1])
+            return 200, views.alerts(alerts, params.get("state", [None])[-1])
     except views.BadRequest as exc:
         return 400, {"error": str(exc)}
     except redis.RedisError as exc:
@@ -96,10 +98,10 @@ def route(store: CounterStore, method: str, target: str) -> tuple[int, Any]:
     return 404, {"error": f"no route for {url.path}; see /openapi.json"}
 
 
-def make_server(store: CounterStore, host: str, port: int) -> ThreadingHTTPServer:
+def make_server(store: CounterStore, alerts: AlertStore, host: str, port: int, max_threads: int = 16, request_timeout_s: float = 10.0) -> BoundedHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def _reply(self) -> None:
-            status, body = route(store, self.command, self.path)
+            status, body = route(store, alerts, self.command, self.path)
             data = orjson.dumps(body)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -112,4 +114,4 @@ def make_server(store: CounterStore, host: str, port: int) -> ThreadingHTTPServe
         def log_message(self, fmt: str, *args) -> None:
             log.debug("request", extra={"line": fmt % args})
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return BoundedHTTPServer((host, port), Handler, max_threads, request_timeout_s)

@@ -1,9 +1,13 @@
-"""The consumer loop: poll a micro-batch, build its outputs, deliver them, update Redis, commit.
+"""The consumer: wires the steps of the chain and runs the loop.
 
-Offsets are committed only at the end of the chain: after every produced message of
-the batch is acknowledged AND the batch's counter update succeeded. While a sink is
-slow (acks pending, Redis down) the assigned partitions are paused and the consumer
-keeps polling, so the group never times the process out.
+    poll -> validate -> label (model thread) -> produce (acked) -> count (Redis) -> commit
+                                                                       \\-> alerts: evaluate on events and time, outbox
+
+Batch k+1 is polled, validated and labelled on the model thread while batch k goes
+through produce, count and commit here. Offsets are committed only at the end of the
+chain. A step that cannot finish waits with the partitions paused (flow.Waiter); a
+stale batch or the shutdown deadline abandons it (source.rewind keeps the partition
+contiguous); a FatalStop exits non-zero without committing past the failed batch.
 """
 
 from __future__ import annotations
@@ -14,26 +18,34 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import orjson
-import redis
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-
 from schemas import Limits
 
-from .config import AlertSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RuntimeSettings, parse_duration
-from .kafka.clients import consumer_config, ensure_topics, producer_config, redact
 from .alerts.detector import SpikeDetector
+from .alerts.outbox import AlertOutbox
 from .alerts.rule import SpikeRule
+from .alerts.schedule import EvaluationSchedule
+from .alerts.state import AlertStore
 from .alerts.webhook import WebhookNotifier
-from .kafka.output import OutputProducer, Outgoing
-from .model.classifier import SentimentClassifier
-from .observability import Metrics, serve_metrics
-from .pipeline.batch import BatchBuilder, PreparedBatch, Topics
-from .redis_client import connect, redacted_url
-from .state.counters import CounterLayout, CounterStore
+from .config import AlertSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RuntimeSettings, parse_duration
 from .errors import ConfigError
+from .kafka.clients import consumer_config, ensure_topics, producer_config, redact
+from .kafka.output import OutputProducer
+from .kafka.source import KafkaSource
+from .model.classifier import SentimentClassifier
+from .observability import Health, Metrics, serve_metrics
+from .pipeline.alerting import AlertStep
+from .pipeline.commit import CommitStep
+from .pipeline.count import CountStep
+from .pipeline.flow import Abandoned, FatalStop, Waiter
+from .pipeline.label import Labeller, ModelUnavailable
+from .pipeline.produce import ProduceStep
+from .pipeline.records import DecodedBatch, LabelledBatch, Span
+from .pipeline.validate import Validator
+from .redis_client import connect, redacted_url, refuse_evicting
+from .state.counters import CounterLayout, CounterStore
 
 log = logging.getLogger("consumer")
+EXIT_FATAL = 3
 
 
 @dataclass
@@ -54,34 +66,53 @@ class Settings:
             raise ConfigError("--windows needs at least one window")
         if self.counters.bucket_seconds <= 0 or 3600 % self.counters.bucket_seconds:
             raise ConfigError(f"--bucket-seconds {self.counters.bucket_seconds} must divide 3600")
-        return CounterLayout(self.redis.redis_prefix, self.counters.bucket_seconds, windows)
+        if self.counters.rank_size < 10:
+            raise ConfigError(f"--rank-size {self.counters.rank_size} must be at least 10")
+        return CounterLayout(self.redis.redis_prefix, self.counters.bucket_seconds, windows, self.counters.rank_size)
 
 
-def build_detector(settings: Settings, store: CounterStore) -> SpikeDetector:
-    a = settings.alerts
+@dataclass(frozen=True)
+class AlertTimes:
+    window_s: int
+    baseline_s: int
+    cooldown_s: int
+
+    @property
+    def state_ttl_s(self) -> int:
+        """How long alert state outlives its last transition: past every window it is read in."""
+        return self.baseline_s + self.window_s + self.cooldown_s + 3600
+
+
+def alert_times(a: AlertSettings, layout: CounterLayout) -> AlertTimes:
     try:
-        window_s, baseline_s, cooldown_s = (parse_duration(a.alert_window), parse_duration(a.alert_baseline_window),
-                                            parse_duration(a.alert_cooldown))
+        times = AlertTimes(parse_duration(a.alert_window), parse_duration(a.alert_baseline_window), parse_duration(a.alert_cooldown))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if window_s > store.layout.fine_horizon:
-        raise ConfigError(f"--alert-window {a.alert_window} must fit the fine buckets (at most {store.layout.fine_horizon} s)")
-    if baseline_s + window_s > store.layout.longest + 3600:
+    if times.window_s > layout.fine_horizon:
+        raise ConfigError(f"--alert-window {a.alert_window} must fit the fine buckets (at most {layout.fine_horizon} s)")
+    if times.baseline_s + times.window_s > layout.longest + 3600:
         raise ConfigError(f"--alert-baseline-window {a.alert_baseline_window} is longer than the counters keep (--windows)")
+    return times
+
+
+def alert_store(client, layout: CounterLayout, a: AlertSettings) -> AlertStore:
+    return AlertStore(client, layout, alert_times(a, layout).state_ttl_s)
+
+
+def build_detector(settings: Settings, store: CounterStore, alerts: AlertStore) -> SpikeDetector:
+    a = settings.alerts
+    times = alert_times(a, store.layout)
     rule = SpikeRule(a.alert_min_count, a.alert_min_increase, a.alert_z, a.alert_min_baseline, a.alert_prior_share)
-    return SpikeDetector(store, rule, window_s, a.alert_window, baseline_s, cooldown_s, a.alert_eval_interval_s)
+    return SpikeDetector(store, alerts, rule, times.window_s, a.alert_window, times.baseline_s, times.cooldown_s)
 
 
 class StreamProcessor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.health = Health(self.metrics, settings.runtime.health_stall_s)
         self.stopping = False
         self.deadline = float("inf")
-        self.generation = 0
-        self.delivering: PreparedBatch | None = None
-        self.completed: dict[tuple[str, int], int] = {}
-        self.paused = False
         self.first_batch_logged = False
         self.batches_done = 0
 
@@ -95,55 +126,42 @@ class StreamProcessor:
                                     "input_topics": s.kafka.input_topics, "output_topic": s.kafka.output_topic,
                                     "dlq_topic": s.kafka.dlq_topic, "batch_size": s.model.batch_size,
                                     "max_wait_ms": s.model.max_wait_ms, "windows": s.counters.windows})
+        client = connect(s.redis.redis_url)
+        refuse_evicting(client, s.redis.allow_evicting_redis)
+        store = CounterStore(client, layout)
+        alerts = alert_store(client, layout, s.alerts)
+        detector = build_detector(s, store, alerts)
         self.classifier = SentimentClassifier(s.model.checkpoint, s.model.device, s.model.threads, s.model.cache_size,
                                               s.model.inference_batch_size, s.model.quantize)
         self.metrics.model.labels(self.classifier.name, self.classifier.version, str(self.classifier.device)).set(1)
         log.info("model loaded", extra={"model_version": self.classifier.version, "device": str(self.classifier.device),
                                         "labels": self.classifier.labels, "max_length": self.classifier.max_length})
         ensure_topics(s.kafka, [s.kafka.output_topic, s.kafka.dlq_topic, s.kafka.alerts_topic])
-        self.store = CounterStore(connect(s.redis.redis_url), layout)
-        self.builder = BatchBuilder(self.classifier, layout,
-                                    Limits(s.runtime.max_message_bytes, s.runtime.max_text_bytes),
-                                    Topics(s.kafka.output_topic, s.kafka.dlq_topic), self.metrics)
-        self.output = OutputProducer(producer_config(s.kafka))
-        self.detector = build_detector(s, self.store)
-        self.webhook = None
+        producer = OutputProducer(producer_config(s.kafka))
+        webhook = None
         if s.alerts.alert_webhook:
             try:
-                self.webhook = WebhookNotifier(s.alerts.alert_webhook, s.alerts.alert_webhook_timeout_s,
-                                               on_result=lambda outcome: self.metrics.webhook.labels(outcome).inc())
+                webhook = WebhookNotifier(s.alerts.alert_webhook, s.alerts.alert_webhook_timeout_s,
+                                          on_result=lambda outcome: self.metrics.webhook.labels(outcome).inc())
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
         if s.runtime.metrics_port:
             try:
-                self.http = serve_metrics(self.metrics, s.runtime.metrics_host, s.runtime.metrics_port, s.runtime.health_stall_s)
+                self.http = serve_metrics(self.metrics, self.health, s.runtime.metrics_host, s.runtime.metrics_port)
             except OSError as exc:
                 raise ConfigError(f"cannot serve metrics on {s.runtime.metrics_host}:{s.runtime.metrics_port}: {exc.strerror}") from None
-        self.consumer = Consumer(kafka_conf)
-        self.consumer.subscribe(s.kafka.input_topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
-
-    # -- rebalance ------------------------------------------------------------------------
-    # Any revoke or loss bumps the generation: batches polled before it are abandoned
-    # uncommitted. Their outputs may be re-sent by the next owner (same event_id); the
-    # Redis fences keep counters exact whether or not their update already ran.
-    def _on_assign(self, consumer, partitions) -> None:
-        self.paused = False
-        log.info("partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
-
-    def _on_revoke(self, consumer, partitions) -> None:
-        revoked = {(p.topic, p.partition) for p in partitions}
-        self.generation += 1
-        self._commit({tp: o for tp, o in self.completed.items() if tp in revoked}, asynchronous=False)
-        for tp in revoked:
-            self.completed.pop(tp, None)
-        log.info("partitions revoked", extra={"partitions": sorted(f"{t}[{p}]" for t, p in revoked)})
-
-    def _on_lost(self, consumer, partitions) -> None:
-        lost = {(p.topic, p.partition) for p in partitions}
-        self.generation += 1
-        for tp in lost:
-            self.completed.pop(tp, None)
-        log.warning("partitions lost", extra={"partitions": sorted(f"{t}[{p}]" for t, p in lost)})
+        self.validator = Validator(Limits(s.runtime.max_message_bytes, s.runtime.max_text_bytes), s.kafka.dlq_topic, self.metrics)
+        self.labeller = Labeller(self.classifier, layout, s.kafka.output_topic, s.kafka.dlq_topic, self.metrics)
+        self.produce = ProduceStep(producer, s.kafka.dlq_topic, self.metrics)
+        self.count = CountStep(store, self.metrics)
+        self.alerting = None
+        if s.alerts.alerts:
+            outbox = AlertOutbox(alerts, producer, s.kafka.alerts_topic, self.metrics, self.health, webhook)
+            schedule = EvaluationSchedule(s.alerts.alert_eval_interval_s, detector.window_s)
+            self.alerting = AlertStep(detector, schedule, outbox)
+        self.producer = producer
+        self.source = KafkaSource(kafka_conf, s.kafka.input_topics)
+        self.commit = CommitStep(self.source, self.metrics)
 
     # -- loop -----------------------------------------------------------------------------
     def request_stop(self, signum=None, _frame=None) -> None:
@@ -152,140 +170,97 @@ class StreamProcessor:
             self.deadline = time.monotonic() + self.settings.runtime.shutdown_timeout_s
             log.info("stop requested; draining", extra={"signal": signum})
 
+    def waiter(self, span: Span | None = None) -> Waiter:
+        return Waiter(self.source.keepalive, self.source.is_stale, lambda: self.deadline, self.health, span)
+
     def run(self) -> int:
-        """Two batches in flight: batch k+1 is polled, validated and then run through the model
-        on the inference thread while batch k is delivered (produce, acks, Redis, alerts, commit)
-        here. Torch releases the GIL in the forward pass, so the two overlap."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         m = self.settings.model
-        labelling: Future | None = None
+        in_model: tuple[Future, DecodedBatch] | None = None
+        code = 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference") as model_thread:
             try:
                 while not self.stopping:
-                    messages = [msg for msg in self.consumer.consume(num_messages=m.batch_size, timeout=m.max_wait_ms / 1000)
-                                if self._usable(msg)]
-                    decoded = self.builder.decode(messages, self.generation) if messages else None
+                    messages = self.source.poll_batch(m.batch_size, m.max_wait_ms / 1000)
+                    decoded = self.validator.decode(messages, self.source.epochs) if messages else None
                     if decoded and not self.first_batch_logged:
                         self.first_batch_logged = True
                         log.info("first batch polled", extra={"size": decoded.size, "epoch_ms": decoded.received_ms})
-                    ready = labelling.result() if labelling else None
-                    labelling = model_thread.submit(self.builder.label, decoded) if decoded else None
+                    ready = self.labelled(in_model, model_thread) if in_model else None
+                    in_model = (model_thread.submit(self.labeller.label, decoded), decoded) if decoded else None
                     if ready is not None:
                         self.deliver(ready)
                     elif not messages and self.metrics.total_lag == 0:
                         self.metrics.progressed()
-                if labelling is not None:  # drain: the last labelled batch is delivered too
-                    self.deliver(labelling.result())
+                    if self.alerting is not None:
+                        self.alerting.tick()
+                if in_model is not None:  # drain: the last labelled batch is delivered too
+                    ready = self.labelled(in_model, model_thread)
+                    if ready is not None:
+                        self.deliver(ready)
+            except FatalStop as exc:
+                log.critical(f"fatal: {exc}; stopping without committing past this batch")
+                code = EXIT_FATAL
             finally:
                 self.shutdown()
-        return 0
+        return code
 
-    def _usable(self, msg) -> bool:
-        error = msg.error()
-        if error is None:
-            return True
-        if error.code() != KafkaError._PARTITION_EOF:
-            log.warning("consumer error", extra={"error": error.str()})
-        return False
-
-    def deliver(self, batch: PreparedBatch) -> bool:
-        """Outputs acked, counters written, alerts out, then commit; False when abandoned."""
-        self.delivering = batch
-        self.metrics.batch_size.observe(batch.size)
-        try:
-            if self._stale(batch):
-                return self._abandon("rebalance")
-            for step in (lambda: self.output.send_all(batch.outgoing, self._keepalive, self._should_abandon),
-                         lambda: self._update_counters(batch), lambda: self._send_alerts(batch)):
-                if not step():
-                    return self._abandon("rebalance" if self._stale(batch) else "shutdown")
-            if self._stale(batch):
-                return self._abandon("rebalance")
-            self._commit(batch.next_offsets, asynchronous=True)
-            self.completed.update(batch.next_offsets)
-            self.metrics.batches.inc()
-            self.batches_done += 1
-            self.metrics.progressed()
-            return True
-        finally:
-            self.delivering = None
-            self._resume()
-
-    def _stale(self, batch: PreparedBatch) -> bool:
-        return batch.generation != self.generation
-
-    def _update_counters(self, batch: PreparedBatch) -> bool:
-        delay = 0.1
+    def labelled(self, in_model: tuple[Future, DecodedBatch], model_thread: ThreadPoolExecutor) -> LabelledBatch | None:
+        """The batch's labels; while the model fails systemically, the batch is retried whole with
+        the partitions paused (never dead-lettered), and after --model-failure-timeout-s it is fatal."""
+        future, decoded = in_model
+        delay = 1.0
         while True:
             try:
-                self.store.apply(batch.increments, int(time.time() * 1000))
-                return True
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError) as exc:
-                self.metrics.redis_retries.inc()
-                log.warning("redis update failed; retrying", extra={"error": str(exc)[:200], "retry_in_s": delay})
-                until = time.monotonic() + delay
-                while time.monotonic() < until:
-                    self._keepalive()
-                    if self._should_abandon():
-                        return False
-                    time.sleep(0.05)
-                delay = min(delay * 2, 5.0)
+                batch = future.result()
+                self.health.recovered("model")
+                return batch
+            except ModelUnavailable as exc:
+                self.metrics.model_failures.inc()
+                self.health.trouble("model", str(exc))
+                failing_for = self.health.since("model") or 0.0
+                if failing_for >= self.settings.runtime.model_failure_timeout_s:
+                    raise FatalStop(f"model failing for {failing_for:.0f} s: {exc}") from None
+                log.error("model failing on every batch; partitions paused, retrying",
+                          extra={"error": str(exc)[:300], "retry_in_s": delay, "failing_for_s": round(failing_for, 1)})
+                try:
+                    self.waiter(decoded.span).idle(delay)
+                except Abandoned as abandoned:
+                    self._abandon(decoded.span, abandoned.reason)
+                    return None
+                delay = min(delay * 2, 30.0)
+                future = model_thread.submit(self.labeller.label, decoded)
 
-    def _send_alerts(self, batch: PreparedBatch) -> bool:
-        """Spike check on the subjects this batch touched; alerts go out before the commit."""
-        if not self.settings.alerts.alerts:
-            return True
+    def deliver(self, batch: LabelledBatch) -> None:
+        """Outputs acked, counters written, then commit; an abandoned batch commits nothing."""
+        self.metrics.batch_size.observe(batch.size)
+        waiter = self.waiter(batch.span)
         try:
-            alerts = self.detector.check((inc.kind, inc.name) for inc in batch.increments)
-        except redis.RedisError as exc:
-            # The next batch touching these subjects checks them again.
-            log.warning("spike check skipped", extra={"error": str(exc)[:200]})
-            return True
-        if not alerts:
-            return True
-        topic = self.settings.kafka.alerts_topic
-        outgoing = [Outgoing(topic, (a["query"] or a["product_id"]).encode(), orjson.dumps(a)) for a in alerts]
-        for alert in alerts:
-            self.metrics.alerts.labels(alert["state"]).inc()
-            if self.webhook is not None:
-                self.webhook.submit(alert)
-        return self.output.send_all(outgoing, self._keepalive, self._should_abandon)
+            waiter.check()
+            self.produce.run(batch, waiter)
+            increments = batch.increments
+            self.count.run(increments, waiter)
+            waiter.check()
+            self.commit.run(batch)
+            self.batches_done += 1
+            if self.alerting is not None:
+                self.alerting.touched(increments)
+        except Abandoned as exc:
+            self._abandon(batch.span, exc.reason)
+        finally:
+            self.source.resume()
 
-    def _abandon(self, reason: str) -> bool:
+    def _abandon(self, span: Span, reason: str) -> None:
+        self.source.rewind(span)
         self.metrics.abandoned.labels(reason).inc()
         log.warning("batch abandoned uncommitted", extra={"reason": reason})
-        return False
-
-    def _should_abandon(self) -> bool:
-        return (self.delivering is not None and self._stale(self.delivering)) or time.monotonic() > self.deadline
-
-    def _keepalive(self) -> None:
-        """Poll with partitions paused: serves rebalance callbacks and keeps the member alive."""
-        if not self.paused:
-            self.consumer.pause(self.consumer.assignment())
-            self.paused = True
-        msg = self.consumer.poll(0)
-        if msg is not None and msg.error() is None:
-            # Fetched before the pause took effect: put it back, it is not part of this batch.
-            self.consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
-
-    def _resume(self) -> None:
-        if self.paused:
-            self.consumer.resume(self.consumer.assignment())
-            self.paused = False
-
-    def _commit(self, offsets: dict[tuple[str, int], int], asynchronous: bool) -> None:
-        if not offsets:
-            return
-        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        try:
-            self.consumer.commit(offsets=partitions, asynchronous=asynchronous)
-        except Exception as exc:  # noqa: BLE001 - a failed commit only means redelivery
-            log.warning("commit failed; offsets will be redelivered", extra={"error": str(exc)[:200]})
 
     def shutdown(self) -> None:
-        self._commit(self.completed, asynchronous=False)
-        self.consumer.close()
-        remaining = self.output.flush(max(1.0, self.deadline - time.monotonic()) if self.deadline != float("inf") else 10.0)
+        self.commit.close()
+        self.source.close()
+        left = max(1.0, self.deadline - time.monotonic()) if self.deadline != float("inf") else 10.0
+        if self.alerting is not None:
+            self.alerting.outbox.flush(left)
+        remaining = self.producer.flush(left)
         log.info("stopped", extra={"unflushed": remaining, "batches": self.batches_done})

@@ -39,6 +39,8 @@ class TopArguments:
 class ServeArguments:
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind; 0.0.0.0 exposes the API to the network"})
     port: int = field(default=8080, metadata={"help": "port to listen on"})
+    max_threads: int = field(default=16, metadata={"help": "requests served at once; more get 503 (bounds the load on Redis)"})
+    request_timeout_s: float = field(default=10.0, metadata={"help": "close a connection whose request does not arrive within this time"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,20 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_store(args: argparse.Namespace):
-    from .app import Settings
+def _read_stores(args: argparse.Namespace):
+    from .app import Settings, alert_store
     from .redis_client import connect
     from .state.counters import CounterStore
 
     settings = Settings(KafkaSettings(), dataclass_from_args(RedisSettings, args), dataclass_from_args(CounterSettings, args),
                         ModelSettings(), RuntimeSettings())
-    return CounterStore(connect(settings.redis.redis_url), settings.layout())
+    client, layout = connect(settings.redis.redis_url), settings.layout()
+    return CounterStore(client, layout), alert_store(client, layout, AlertSettings())
 
 
 def _read(args: argparse.Namespace) -> int:
     from . import views
 
-    store = _read_store(args)
+    store, alerts = _read_stores(args)
     try:
         if args.command == "stats":
             query = dataclass_from_args(StatsArguments, args)
@@ -93,7 +96,9 @@ def _read(args: argparse.Namespace) -> int:
             serve = dataclass_from_args(ServeArguments, args)
             configure_logging("INFO")
             try:
-                server = make_server(store, serve.host, serve.port)
+                server = make_server(store, alerts, serve.host, serve.port, serve.max_threads, serve.request_timeout_s)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
             except OSError as exc:
                 raise ConfigError(f"cannot listen on {serve.host}:{serve.port}: {exc.strerror}") from None
             log.info("serving the read API", extra={"url": f"http://{serve.host}:{serve.port}", "openapi": "/openapi.json"})

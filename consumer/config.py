@@ -23,12 +23,14 @@ class KafkaSettings:
 class RedisSettings:
     redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"help": "Redis URL; redis://user:pass@host:port/db, rediss:// for TLS"})
     redis_prefix: str = field(default="sentiment", metadata={"help": "prefix of every Redis key this system writes"})
+    allow_evicting_redis: bool = field(default=False, metadata={"help": "run even when Redis's maxmemory-policy may evict keys (evicted offset fences can double-count)"})
 
 
 @dataclass
 class CounterSettings:
     bucket_seconds: int = field(default=60, metadata={"help": "fine counter bucket (event time) for windows up to an hour"})
     windows: list[str] = field(default_factory=lambda: ["5m", "1h", "24h"], metadata={"help": "rolling windows kept in Redis; the longest bounds what is counted", "metavar": "WINDOW"})
+    rank_size: int = field(default=1000, metadata={"help": "subjects kept per hour and label in the top-list ranking; bounds the cost of top reads"})
 
 
 @dataclass
@@ -42,7 +44,7 @@ class AlertSettings:
     alert_min_baseline: int = field(default=50, metadata={"help": "baseline events needed; fewer and --alert-prior-share is the reference"})
     alert_prior_share: float = field(default=0.25, metadata={"help": "negative share assumed for queries without a baseline"})
     alert_cooldown: str = field(default="15m", metadata={"help": "after a spike resolves, no new alert for the same subject for this long"})
-    alert_eval_interval_s: float = field(default=10.0, metadata={"help": "evaluate a touched subject at most this often"})
+    alert_eval_interval_s: float = field(default=10.0, metadata={"help": "re-evaluate every recently touched or firing subject this often, with or without new events"})
     alert_webhook: str = field(default="", metadata={"help": "also POST each alert as JSON to this URL (best effort, off the loop)"})
     alert_webhook_timeout_s: float = field(default=3.0, metadata={"help": "webhook request timeout; 3 retries with backoff"})
 
@@ -66,7 +68,8 @@ class RuntimeSettings:
     max_message_bytes: int = field(default=64 * 1024, metadata={"help": "largest accepted message value"})
     max_text_bytes: int = field(default=16 * 1024, metadata={"help": "largest accepted text (UTF-8 bytes)"})
     shutdown_timeout_s: float = field(default=30.0, metadata={"help": "on SIGTERM/SIGINT, longest time to drain, flush and commit"})
-    health_stall_s: float = field(default=60.0, metadata={"help": "/healthz fails when lag exists and nothing was committed for this long"})
+    health_stall_s: float = field(default=60.0, metadata={"help": "/healthz fails when lag exists and nothing was committed for this long, or a sink (Redis, Kafka) has failed for this long"})
+    model_failure_timeout_s: float = field(default=300.0, metadata={"help": "when the model fails on every batch (systemic, e.g. CUDA or out of memory), pause and retry for this long, then exit non-zero"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR", "choices": ["DEBUG", "INFO", "WARNING", "ERROR"]})
 
 

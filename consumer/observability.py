@@ -6,10 +6,12 @@ import logging
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .httpserver import BoundedHTTPServer
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -45,10 +47,13 @@ class Metrics:
         self.not_counted = Counter("sentiment_events_not_counted", "Labelled but outside the counter windows", ["reason"], registry=r)
         self.truncated = Counter("sentiment_texts_truncated", "Texts cut to the model's max_length", registry=r)
         self.cache_hits = Counter("sentiment_inference_cache_hits", "Texts answered by the inference cache", registry=r)
-        self.redis_retries = Counter("sentiment_redis_retries", "Redis update attempts that failed and were retried", registry=r)
+        self.redis_retries = Counter("sentiment_redis_retries", "Redis update attempts that failed and were retried", ["reason"], registry=r)
+        self.model_failures = Counter("sentiment_model_failures", "Batches the model failed on systemically (retried whole)", registry=r)
+        self.troubles = Gauge("sentiment_trouble", "1 while a dependency keeps failing (model, redis, kafka_produce, alerts)", ["name"], registry=r)
         self.batches = Counter("sentiment_batches", "Micro-batches committed", registry=r)
         self.abandoned = Counter("sentiment_batches_abandoned", "Batches dropped uncommitted (rebalance, shutdown)", ["reason"], registry=r)
-        self.alerts = Counter("sentiment_alerts", "Alert events published", ["state"], registry=r)
+        self.alerts = Counter("sentiment_alerts", "Alert events acknowledged by the broker", ["state"], registry=r)
+        self.alerts_pending = Gauge("sentiment_alerts_pending", "Alert events in the outbox, not yet acknowledged", registry=r)
         self.webhook = Counter("sentiment_alert_webhook", "Webhook deliveries by outcome", ["outcome"], registry=r)
         self.batch_size = Histogram("sentiment_batch_size", "Messages per micro-batch", registry=r,
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
@@ -77,21 +82,49 @@ class Metrics:
                 total += lag
         self.total_lag = total
 
-    def healthy(self, stall_s: float) -> bool:
-        """Unhealthy when there is lag but nothing was committed for `stall_s` seconds."""
-        return self.total_lag == 0 or time.monotonic() - self.last_progress < stall_s
 
 
-def serve_metrics(metrics: Metrics, host: str, port: int, stall_s: float) -> ThreadingHTTPServer:
+class Health:
+    """What /healthz reports: stalled progress, or a dependency failing for longer than its grace."""
+
+    def __init__(self, metrics: Metrics, stall_s: float) -> None:
+        self.metrics = metrics
+        self.stall_s = stall_s
+        self.troubles: dict[str, tuple[float, str]] = {}  # name -> (since, detail)
+        # The model failing is never normal: unhealthy at once. Sinks get the stall grace.
+        self.grace = {"model": 0.0}
+
+    def trouble(self, name: str, detail: str) -> None:
+        if name not in self.troubles:
+            self.metrics.troubles.labels(name).set(1)
+        self.troubles[name] = (self.troubles.get(name, (time.monotonic(), ""))[0], detail)
+
+    def recovered(self, name: str) -> None:
+        if self.troubles.pop(name, None) is not None:
+            self.metrics.troubles.labels(name).set(0)
+
+    def since(self, name: str) -> float | None:
+        found = self.troubles.get(name)
+        return None if found is None else time.monotonic() - found[0]
+
+    def report(self) -> dict:
+        now = time.monotonic()
+        failing = {name: {"for_s": round(now - since, 1), "detail": detail} for name, (since, detail) in self.troubles.items()
+                   if now - since >= self.grace.get(name, self.stall_s)}
+        stalled = self.metrics.total_lag > 0 and now - self.metrics.last_progress >= self.stall_s
+        status = "failing" if failing else "stalled" if stalled else "ok"
+        return {"status": status, "lag": self.metrics.total_lag, "seconds_since_progress": round(now - self.metrics.last_progress, 1),
+                "failing": failing}
+
+
+def serve_metrics(metrics: Metrics, health: Health, host: str, port: int) -> BoundedHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server API)
             if self.path == "/metrics":
                 body, status, ctype = generate_latest(metrics.registry), 200, CONTENT_TYPE_LATEST
             elif self.path == "/healthz":
-                ok = metrics.healthy(stall_s)
-                body = orjson.dumps({"status": "ok" if ok else "stalled", "lag": metrics.total_lag,
-                                     "seconds_since_progress": round(time.monotonic() - metrics.last_progress, 1)})
-                status, ctype = (200 if ok else 503), "application/json"
+                report = health.report()
+                body, status, ctype = orjson.dumps(report), (200 if report["status"] == "ok" else 503), "application/json"
             else:
                 body, status, ctype = b'{"error": "not found"}', 404, "application/json"
             self.send_response(status)
@@ -103,6 +136,6 @@ def serve_metrics(metrics: Metrics, host: str, port: int, stall_s: float) -> Thr
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = BoundedHTTPServer((host, port), Handler, max_threads=4, request_timeout_s=5)
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server

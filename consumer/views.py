@@ -7,7 +7,7 @@ from typing import Any
 
 from schemas import normalize_query
 
-from .alerts.detector import read_alerts
+from .alerts.state import AlertStore
 from .config import parse_duration
 from .state.counters import CounterStore
 
@@ -60,7 +60,10 @@ def top(store: CounterStore, *, label: str = "negative", window: str = "1h", min
         raise BadRequest("min_count must be >= 1 and limit 1..1000")
     seconds = window_seconds(store, window)
     now = int(time.time() * 1000)
-    names = sorted(store.active_subjects(kind, seconds, now))
+    # Candidates from the bounded per-hour rankings (the subjects with the most events of
+    # the label), then exact counts for those only: the read costs O(limit), not O(subjects).
+    candidates = min(store.layout.rank_size, max(100, 10 * limit))
+    names = sorted(store.ranked_subjects(kind, label, seconds, now, candidates))
     rows = []
     for name, counts in zip(names, store.window_counts_many([(kind, n, seconds) for n in names], now)):
         total = sum(counts.values())
@@ -71,7 +74,7 @@ def top(store: CounterStore, *, label: str = "negative", window: str = "1h", min
     return {"label": label, "window": window, "min_count": min_count, "results": rows[:limit]}
 
 
-def alerts(store: CounterStore, state: str | None) -> dict[str, Any]:
+def alerts(store: AlertStore, state: str | None) -> dict[str, Any]:
     if state not in (None, "firing", "resolved"):
         raise BadRequest(f"state {state!r} is not firing or resolved")
-    return {"state": state, "alerts": read_alerts(store.client, store.layout.prefix, state)}
+    return {"state": state, "alerts": store.read(state)}

@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     # Not a validation error: the model failed on this event alone after batch splitting.
     INFERENCE_FAILED = "inference_failed"
+    # Not a validation error: the broker permanently refused this event's labelled output.
+    OUTPUT_REJECTED = "output_rejected"
 
 
 class EventError(ValueError):

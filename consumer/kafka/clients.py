@@ -14,7 +14,17 @@ from ..config import KafkaSettings
 from ..errors import ConfigError
 
 log = logging.getLogger("consumer.kafka")
-_SECRET = re.compile(r"(password|secret|token|\.key\.pem|private|credentials|sasl\.jaas)", re.IGNORECASE)
+_SECRET = re.compile(r"(password|secret|token|\.key\.pem|private|credentials|sasl\.jaas|oauthbearer\.config)", re.IGNORECASE)
+# Settings the consumer's delivery guarantee rests on: a user value would silently break it.
+OWNED = {
+    "enable.auto.commit": "offsets are committed only after outputs are acked and Redis is written",
+    "enable.auto.offset.store": "offsets are stored only after outputs are acked and Redis is written",
+    "auto.commit.enable": "offsets are committed only after outputs are acked and Redis is written",
+    "enable.idempotence": "the producer must be idempotent so broker retries never duplicate or reorder",
+    "acks": "every output must be acknowledged by all in-sync replicas (acks=all)",
+    "request.required.acks": "every output must be acknowledged by all in-sync replicas (acks=all)",
+    "transactional.id": "the pipeline is at-least-once with fenced counters, not transactional",
+}
 REDACTED = "***"
 
 
@@ -47,21 +57,27 @@ def client_config(settings: KafkaSettings) -> dict[str, str]:
             raise ConfigError(f"kafka config file {path}: {exc.strerror}") from None
         config.update(_parse_pairs(lines, f"{path}:"))
     config.update(_parse_pairs(settings.kafka_config, "--kafka-config #"))
+    for key in config.keys() & OWNED.keys():
+        raise ConfigError(f"--kafka-config {key} is set by the consumer itself ({OWNED[key]}); remove it")
     return config
 
 
 def consumer_config(settings: KafkaSettings, on_stats=None) -> dict[str, Any]:
+    passed = client_config(settings)
     config: dict[str, Any] = {
-        **client_config(settings),
         "group.id": settings.group_id,
         "auto.offset.reset": "earliest",
+        "statistics.interval.ms": 5000,
+        "max.poll.interval.ms": 300000,
+        **passed,
         # Offsets are committed by the consumer loop only after outputs and Redis are done.
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
-        "partition.assignment.strategy": "range",
-        "statistics.interval.ms": 5000,
-        "max.poll.interval.ms": 300000,
     }
+    # KIP-848 (group.protocol=consumer) assigns on the broker and refuses the classic
+    # client-side strategy setting; the classic protocol defaults to range.
+    if passed.get("group.protocol", "classic") == "classic":
+        config.setdefault("partition.assignment.strategy", "range")
     if on_stats is not None:
         config["stats_cb"] = on_stats
     return config

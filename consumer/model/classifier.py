@@ -18,6 +18,7 @@ from schemas.checkpoint import encode, forward_sorted, load_checkpoint
 from schemas.decision import decide
 
 from .cache import InferenceCache
+from .faults import check_model_fault
 
 log = logging.getLogger("consumer.model")
 
@@ -62,6 +63,7 @@ class SentimentClassifier:
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """Probabilities for texts, no cache; (probs, truncated count)."""
+        check_model_fault()
         ids, truncated = encode(self.tokenizer, texts, self.max_length)
         probs = forward_sorted(self.model, self.tokenizer, ids, batch_size=self.inference_batch_size,
                                device=self.device, pin_memory=self.on_cuda)

@@ -7,13 +7,19 @@ subject lives in one Redis Cluster slot):
     P:{q:<h>}:m:<minute>    fine bucket hash: label -> count (event-time minute)
     P:{q:<h>}:h:<hour>      coarse bucket hash: label -> count (event-time hour)
     (the same with {p:<h>} for products)
-    P:idx:q:<hour>          set of queries with events in that hour (products: P:idx:p:<hour>), for top lists
+    P:rank:q:<label>:<hour> sorted set: query -> events with that label in that hour, trimmed to
+                            the --rank-size highest (products: P:rank:p:...), for top lists
 
 <h> is a hash of the normalized query / product id, so any Unicode text (braces
 included) makes a safe, bounded key. A batch's increments for one subject and its
 fence are applied by one Lua script, which skips events at or below the fence: a
 replayed range is never counted twice. All subjects of a batch go in one
-pipelined round trip.
+pipelined round trip. Every key expires: nothing this module writes lives forever.
+
+The rankings are maintained from what the scripts report as newly applied, so a
+replayed range does not inflate them; a crash between the two round trips can lose
+a batch's ranking increments. They only choose which subjects a top list reads:
+the shares shown come from the exact buckets.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ local floor = {}
 local top = {}
 local touched = {}
 local applied = 0
+local ranked = {}
 for i = 3 + nbuckets, #ARGV, 5 do
   local tp = ARGV[i]
   local offset = tonumber(ARGV[i + 1])
@@ -54,13 +61,18 @@ for i = 3 + nbuckets, #ARGV, 5 do
       end
     end
     if top[tp] == nil or offset > top[tp] then top[tp] = offset end
+    local r = ARGV[i + 4] .. '|' .. ARGV[i + 2]
+    ranked[r] = (ranked[r] or 0) + 1
   end
 end
 for tp, offset in pairs(top) do redis.call('HSET', fence, tp, offset) end
 redis.call('HSET', fence, 'name', ARGV[1])
 redis.call('EXPIRE', fence, ARGV[2])
 for k, _ in pairs(touched) do redis.call('EXPIREAT', KEYS[k + 1], ARGV[2 + k]) end
-return applied
+-- newly applied events per "<coarse bucket index>|<label>", for the rankings
+local out = {applied}
+for r, n in pairs(ranked) do out[#out + 1] = r; out[#out + 1] = n end
+return out
 """
 
 
@@ -82,6 +94,7 @@ class CounterLayout:
     prefix: str
     bucket_seconds: int = 60
     windows: tuple[int, ...] = (300, 3600, 86400)
+    rank_size: int = 1000
 
     @property
     def longest(self) -> int:
@@ -103,8 +116,13 @@ class CounterLayout:
     def bucket_key(self, kind: str, name: str, coarse: bool, start_s: int) -> str:
         return f"{self.tag(kind, name)}:{'h' if coarse else 'm'}:{start_s}"
 
-    def index_key(self, kind: str, hour_start_s: int) -> str:
-        return f"{self.prefix}:idx:{SUBJECT_KINDS[kind]}:{hour_start_s}"
+    def rank_key(self, kind: str, label: str, hour_start_s: int) -> str:
+        return f"{self.prefix}:rank:{SUBJECT_KINDS[kind]}:{label}:{hour_start_s}"
+
+    def hours(self, window_s: int, now_ms: int) -> list[int]:
+        """Starts of the event-time hours overlapping the window ending now, newest first."""
+        newest = now_ms // 1000 // COARSE_SECONDS * COARSE_SECONDS
+        return [newest - i * COARSE_SECONDS for i in range(max(1, -(-window_s // COARSE_SECONDS)) + 1)]
 
     def countable(self, ts_ms: int, now_ms: int) -> str | None:
         """None when the event is counted, else why not ("too_old" | "future")."""
@@ -136,9 +154,11 @@ class CounterStore:
         fence_ttl = layout.longest + COARSE_SECONDS
         pipe = self.client.pipeline(transaction=False)
         script_results: list[int] = []  # positions of the scripts' replies in the pipeline
+        ranked_subjects: list[tuple[str, str, list[int]]] = []  # (kind, name, bucket start per bucket index)
         for (kind, name), items in by_subject.items():
             buckets: dict[str, int] = {}
             expire_at: list[int] = []
+            starts: list[int] = []
 
             def bucket_index(coarse: bool, ts_ms: int) -> int:
                 size = COARSE_SECONDS if coarse else layout.bucket_seconds
@@ -146,6 +166,7 @@ class CounterStore:
                 key = layout.bucket_key(kind, name, coarse, start)
                 if key not in buckets:
                     buckets[key] = len(buckets) + 1
+                    starts.append(start)
                     retention = layout.longest if coarse else layout.fine_horizon
                     expire_at.append(start + size + retention + size)
                 return buckets[key]
@@ -156,22 +177,36 @@ class CounterStore:
                 args += [f"{inc.topic}|{inc.partition}", inc.offset, inc.label,
                          bucket_index(False, inc.ts_ms) if fine else 0, bucket_index(True, inc.ts_ms)]
             script_results.append(len(pipe))
+            ranked_subjects.append((kind, name, starts))
             self._apply(keys=[layout.fence_key(kind, name), *buckets], args=[name, fence_ttl, *expire_at, *args], client=pipe)
-            # Set membership is idempotent, so the top-list index needs no fence.
-            for hour in {inc.ts_ms // 1000 // COARSE_SECONDS * COARSE_SECONDS for inc in items}:
-                index = layout.index_key(kind, hour)
-                pipe.sadd(index, name)
-                pipe.expireat(index, hour + COARSE_SECONDS + layout.longest + COARSE_SECONDS)
         replies = pipe.execute()
-        return sum(replies[i] for i in script_results)
+        self._rank(ranked_subjects, [replies[i] for i in script_results])
+        return sum(replies[i][0] for i in script_results)
 
-    def active_subjects(self, kind: str, window_s: int, now_ms: int) -> set[str]:
-        """Subjects with events in the hours overlapping the window (a superset; counts decide)."""
-        newest = now_ms // 1000 // COARSE_SECONDS * COARSE_SECONDS
-        hours = max(1, -(-window_s // COARSE_SECONDS)) + 1
+    def _rank(self, subjects: list[tuple[str, str, list[int]]], replies: list[list]) -> None:
+        """Add the newly applied events to the per-hour rankings, then trim each to rank_size."""
+        layout = self.layout
         pipe = self.client.pipeline(transaction=False)
-        for i in range(hours):  # one SMEMBERS per hour: the index keys live in different cluster slots
-            pipe.smembers(self.layout.index_key(kind, newest - i * COARSE_SECONDS))
+        keys: dict[str, int] = {}
+        for (kind, name, hours), reply in zip(subjects, replies):
+            for i in range(1, len(reply), 2):
+                index, label = reply[i].decode().split("|", 1)
+                hour = hours[int(index) - 1]
+                key = layout.rank_key(kind, label, hour)
+                pipe.zincrby(key, int(reply[i + 1]), name)
+                keys[key] = hour
+        for key, hour in keys.items():
+            pipe.zremrangebyrank(key, 0, -(layout.rank_size + 1))
+            pipe.expireat(key, hour + COARSE_SECONDS + layout.longest + COARSE_SECONDS)
+        if keys:
+            pipe.execute()
+
+    def ranked_subjects(self, kind: str, label: str, window_s: int, now_ms: int, count: int) -> set[str]:
+        """The subjects with the most events of `label` in each hour overlapping the window: at most
+        count per hour, so a top list reads O(count) subjects however many are active."""
+        pipe = self.client.pipeline(transaction=False)
+        for hour in self.layout.hours(window_s, now_ms):  # one read per hour: the keys live in different cluster slots
+            pipe.zrevrange(self.layout.rank_key(kind, label, hour), 0, count - 1)
         return {member.decode() for members in pipe.execute() for member in members}
 
     def window_counts(self, kind: str, name: str, window_s: int, now_ms: int) -> Counter:

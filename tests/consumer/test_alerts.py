@@ -9,7 +9,8 @@ import time
 import orjson
 import pytest
 
-from consumer.alerts.detector import SpikeDetector, read_alerts
+from consumer.alerts.detector import SpikeDetector
+from consumer.alerts.state import AlertStore
 from consumer.alerts.rule import SpikeRule
 from consumer.state.counters import CounterLayout, CounterStore, Increment
 
@@ -39,7 +40,7 @@ def detector_env(redis_prefix):
     store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
 
     def detector(cooldown_s: int = 900) -> SpikeDetector:
-        return SpikeDetector(store, SpikeRule(), 300, "5m", 86400, cooldown_s, eval_interval_s=0)
+        return SpikeDetector(store, AlertStore(client, store.layout, 86400 + 300 + cooldown_s + 3600), SpikeRule(), 300, "5m", 86400, cooldown_s)
 
     return store, Feed(store), detector
 
@@ -67,7 +68,7 @@ def test_one_firing_for_the_spike_none_for_steady_queries_then_resolved(detector
     resolved = d.check([("query", "smart watch")], now)
     assert [(a["state"], a["alert_id"]) for a in resolved] == [("resolved", alert["alert_id"])]
     assert resolved[0]["resolved_at"] is not None
-    assert [a["state"] for a in read_alerts(store.client, store.layout.prefix)] == ["resolved"]
+    assert [a["state"] for a in d.alerts.read()] == ["resolved"]
 
     feed.add("smart watch", negative=300, other=0, ts_ms=now - MINUTE)  # a new spike inside the cooldown
     assert d.check([("query", "smart watch")], now) == []

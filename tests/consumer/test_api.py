@@ -15,6 +15,7 @@ import pytest
 
 from consumer.alerts.detector import SpikeDetector
 from consumer.alerts.rule import SpikeRule
+from consumer.alerts.state import AlertStore
 from consumer.state.counters import CounterLayout, CounterStore, Increment
 from tests.conftest import REDIS_URL
 
@@ -37,7 +38,7 @@ def known_data(redis_prefix):
                 incs.append(Increment(kind, name, "t", 0, offset, now - 2 * MINUTE, label))
             offset += 1
     store.apply(incs, now)
-    SpikeDetector(store, SpikeRule(min_count=5), 300, "5m", 86400, 900, 0).check([("query", "蓝牙耳机")], now)
+    SpikeDetector(store, AlertStore(client, store.layout, 90000), SpikeRule(min_count=5), 300, "5m", 86400, 900).check([("query", "蓝牙耳机")], now)
     return prefix
 
 

@@ -43,12 +43,12 @@ def test_keys_share_one_hash_tag_per_subject_and_expire(redis_prefix):
     now = int(time.time() * 1000)
     store.apply(_incs([0], name="a {weird} query 蓝牙") + _incs([1], kind="product", name="p-1"), now)
     every = sorted(k.decode() for k in client.scan_iter(match=prefix + "*"))
-    keys = [k for k in every if ":idx:" not in k]
+    keys = [k for k in every if ":rank:" not in k]
     tags = {k[k.index("{"): k.index("}") + 1] for k in keys}
     assert len(tags) == 2 and len(keys) == 6  # per subject: fence, minute bucket, hour bucket
-    assert len(every) == 8  # plus the hourly top-list index of queries and of products
+    assert len(every) == 8  # plus the hourly negative ranking of queries and of products
     assert all(0 < client.ttl(k) <= 86400 + 3 * 3600 for k in every)
-    assert store.active_subjects("query", 3600, now) == {"a {weird} query 蓝牙"}
+    assert store.ranked_subjects("query", "negative", 3600, now, 10) == {"a {weird} query 蓝牙"}
     fence = store.layout.fence_key("query", "a {weird} query 蓝牙")
     assert client.hget(fence, "name").decode() == "a {weird} query 蓝牙"
 
@@ -59,3 +59,20 @@ def test_old_and_future_events_are_not_countable():
     assert layout.countable(now - 86_400_000 - 1, now) == "too_old"
     assert layout.countable(now + 61_000, now) == "future"
     assert layout.countable(now - 1000, now) is None
+
+
+def test_rankings_are_bounded_and_not_inflated_by_replays(redis_prefix):
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":"), rank_size=10))
+    now = int(time.time() * 1000)
+    incs, offset = [], 0
+    for i in range(30):  # query i gets i + 1 negatives
+        for _ in range(i + 1):
+            incs.append(Increment("query", f"q{i:02d}", "t", 0, offset, now, "negative"))
+            offset += 1
+    store.apply(incs, now)
+    store.apply(incs, now)  # a replayed range: fenced, so the ranking does not move either
+    hour = now // 1000 // 3600 * 3600
+    ranking = client.zrevrange(store.layout.rank_key("query", "negative", hour), 0, -1, withscores=True)
+    assert [(m.decode(), int(s)) for m, s in ranking] == [(f"q{i:02d}", i + 1) for i in range(29, 19, -1)]
+    assert store.ranked_subjects("query", "negative", 3600, now, 3) == {"q29", "q28", "q27"}

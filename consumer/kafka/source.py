@@ -1,0 +1,115 @@
+"""The Kafka side of the loop: subscription, rebalance callbacks, pausing, rewinding, commits.
+
+Partition epochs: each owned partition has an epoch, bumped whenever its position may
+have moved under an in-flight batch (assigned, revoked, lost, rewound). A batch records
+the epochs it was polled in; if any has changed, the batch is stale and is abandoned.
+
+The invariant that keeps commits and the Redis fences exact: every owner of a partition
+applies a contiguous range of offsets starting at the committed one. So
+  - a batch is counted and committed only while all its partition epochs are current;
+  - an abandoned batch rewinds the partitions this process still owns to the batch's
+    first offsets (and bumps their epochs, so later in-flight batches of those
+    partitions are abandoned too): nothing after an abandoned range is ever applied;
+  - revoked partitions get the delivered offsets committed before they move; lost ones
+    commit nothing, and the next owner starts from the last commit.
+Under the eager protocol every rebalance revokes everything and the next assignment
+starts at the committed offsets; under cooperative or KIP-848 protocols only moving
+partitions are revoked, and the rewind keeps the kept partitions contiguous.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from ..errors import ConfigError
+from ..pipeline.flow import FatalStop
+from ..pipeline.records import Span
+
+log = logging.getLogger("consumer.source")
+TP = tuple[str, int]
+
+
+class KafkaSource:
+    def __init__(self, config: dict, topics: list[str]) -> None:
+        self.config = config
+        self.topics = topics
+        self.epochs: dict[TP, int] = {}
+        self._next_epoch = 0
+        self.on_revoked: Callable[[set[TP]], None] = lambda partitions: None
+        self.on_lost: Callable[[set[TP]], None] = lambda partitions: None
+        try:
+            self.consumer = Consumer(config)
+        except KafkaException as exc:
+            raise ConfigError(f"cannot create the Kafka consumer: {exc.args[0].str()}") from None
+        self.consumer.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
+
+    def _bump(self, tp: TP) -> None:
+        self._next_epoch += 1
+        self.epochs[tp] = self._next_epoch
+
+    # -- rebalance callbacks (run inside poll/consume) --------------------------------------
+    def _assigned(self, consumer, partitions) -> None:
+        for p in partitions:
+            self._bump((p.topic, p.partition))
+        log.info("partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
+
+    def _revoked(self, consumer, partitions) -> None:
+        revoked = {(p.topic, p.partition) for p in partitions}
+        for tp in revoked:
+            self.epochs.pop(tp, None)
+        self.on_revoked(revoked)
+        log.info("partitions revoked", extra={"partitions": sorted(f"{t}[{p}]" for t, p in revoked)})
+
+    def _lost(self, consumer, partitions) -> None:
+        lost = {(p.topic, p.partition) for p in partitions}
+        for tp in lost:
+            self.epochs.pop(tp, None)
+        self.on_lost(lost)
+        log.warning("partitions lost", extra={"partitions": sorted(f"{t}[{p}]" for t, p in lost)})
+
+    # -- polling ------------------------------------------------------------------------------
+    def poll_batch(self, size: int, timeout_s: float) -> list:
+        return [msg for msg in self.consumer.consume(num_messages=size, timeout=timeout_s) if self._usable(msg)]
+
+    def _usable(self, msg) -> bool:
+        error = msg.error()
+        if error is None:
+            return True
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error", extra={"error": error.str()})
+        return False
+
+    def is_stale(self, span: Span) -> bool:
+        return any(self.epochs.get(tp) != epoch for tp, epoch in span.epochs.items())
+
+    def rewind(self, span: Span) -> None:
+        """Seek the partitions still owned back to an abandoned batch's first offsets."""
+        for tp, epoch in span.epochs.items():
+            if self.epochs.get(tp) != epoch:
+                continue  # revoked, or already rewound to an earlier batch
+            self._bump(tp)
+            try:
+                self.consumer.seek(TopicPartition(tp[0], tp[1], span.first[tp]))
+            except KafkaException as exc:
+                # Reading on past an abandoned range would skip it: restart from the last commit instead.
+                raise FatalStop(f"cannot rewind {tp[0]}[{tp[1]}] to offset {span.first[tp]}: {exc.args[0].str()}") from None
+
+    def keepalive(self) -> None:
+        """Poll with partitions paused: serves rebalance callbacks and keeps the member alive."""
+        self.consumer.pause(self.consumer.assignment())
+        msg = self.consumer.poll(0)
+        if msg is not None and msg.error() is None:
+            # Fetched before the pause took effect: put it back, it is not part of any batch.
+            self.consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+
+    def resume(self) -> None:
+        self.consumer.resume(self.consumer.assignment())
+
+    def commit(self, offsets: dict[TP, int], asynchronous: bool) -> None:
+        self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=asynchronous)
+
+    def close(self) -> None:
+        self.consumer.close()

@@ -1,0 +1,48 @@
+"""Step 6, the end of the chain: commit a batch's offsets once everything before it is done."""
+
+from __future__ import annotations
+
+import logging
+
+from confluent_kafka import KafkaException
+
+from ..kafka.source import KafkaSource
+from ..observability import Metrics
+from .records import LabelledBatch, TopicPartition
+
+log = logging.getLogger("consumer.commit")
+
+
+class CommitStep:
+    def __init__(self, source: KafkaSource, metrics: Metrics) -> None:
+        self.source = source
+        self.metrics = metrics
+        self.completed: dict[TopicPartition, int] = {}  # next offset per partition, delivered but maybe not yet committed
+        source.on_revoked = self.revoked
+        source.on_lost = self.lost
+
+    def run(self, batch: LabelledBatch) -> None:
+        self.completed.update(batch.span.next)
+        self.commit(batch.span.next, asynchronous=True)
+        self.metrics.batches.inc()
+        self.metrics.progressed()
+
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Before a revoked partition moves on: commit what was delivered for it."""
+        self.commit({tp: o for tp, o in self.completed.items() if tp in partitions}, asynchronous=False)
+        self.lost(partitions)
+
+    def lost(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            self.completed.pop(tp, None)
+
+    def commit(self, offsets: dict[TopicPartition, int], asynchronous: bool) -> None:
+        if not offsets:
+            return
+        try:
+            self.source.commit(offsets, asynchronous)
+        except KafkaException as exc:  # a failed commit only means redelivery, which the fences absorb
+            log.warning("commit failed; offsets will be redelivered", extra={"error": str(exc)[:200]})
+
+    def close(self) -> None:
+        self.commit(self.completed, asynchronous=False)

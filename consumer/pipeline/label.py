@@ -1,0 +1,126 @@
+"""Step 2: run the valid events of a batch through the model and build their records.
+
+A failure of the model is either one bad event (isolate it, dead-letter it, label the
+rest) or systemic (CUDA error, out of memory: every pass fails). Only the first may
+dead-letter anything: a systemic failure raises ModelUnavailable and the batch is
+retried whole, so good events are never dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import orjson
+
+from schemas import ErrorCode, labelled_event
+
+from ..kafka.output import Outgoing
+from ..observability import Metrics
+from ..state.counters import CounterLayout, Increment
+from .records import DecodedBatch, LabelledBatch, Record
+from .validate import dead_letter
+
+log = logging.getLogger("consumer.label")
+# A text any working model can label: when it fails too, the failure is not the events'.
+PROBE_TEXT = "good product"
+
+
+class ModelUnavailable(Exception):
+    """Every forward pass fails, the known-good probe included: retry the batch later."""
+
+
+class Labeller:
+    def __init__(self, classifier, layout: CounterLayout, output_topic: str, dlq_topic: str, metrics: Metrics) -> None:
+        self.classifier = classifier
+        self.layout = layout
+        self.output_topic = output_topic
+        self.dlq_topic = dlq_topic
+        self.metrics = metrics
+        self._future_warned_at = 0.0
+
+    def label(self, decoded: DecodedBatch) -> LabelledBatch:
+        """Classify the valid events and build outputs and counter increments (the model's thread)."""
+        batch = LabelledBatch(list(decoded.invalid), decoded.span, decoded.size)
+        if not decoded.valid:
+            return batch
+        started = time.perf_counter()
+        labels, probs, failures = self._classify([event.text for _, event in decoded.valid])
+        self.metrics.inference_seconds.observe(time.perf_counter() - started)
+        done_ms = int(time.time() * 1000)
+        classifier = self.classifier
+        for i, (source, event) in enumerate(decoded.valid):
+            if i in failures:
+                self.metrics.dead_lettered.labels(ErrorCode.INFERENCE_FAILED.value).inc()
+                batch.records.append(Record(source, dead_letter(source, ErrorCode.INFERENCE_FAILED, failures[i], done_ms, self.dlq_topic)))
+                continue
+            label = labels[i]
+            out = labelled_event(event.data, query_norm=event.query_norm, label=label,
+                                 probs=dict(zip(classifier.labels, probs[i].tolist())),
+                                 model_name=classifier.name, model_version=classifier.version, processed_at_ms=done_ms)
+            key = (event.query_norm or event.product_id).encode("utf-8")
+            record = Record(source, Outgoing(self.output_topic, key, orjson.dumps(out)))
+            batch.records.append(record)
+            self.metrics.events_out.labels(label).inc()
+            self.metrics.e2e_latency.observe(max(0.0, (done_ms - event.ts_ms) / 1000))
+            reason = self.layout.countable(event.ts_ms, decoded.received_ms)
+            if reason:
+                self._not_counted(reason, event)
+                continue
+            where = (source.topic, source.partition, source.offset, event.ts_ms, label)
+            if event.query_norm:
+                record.increments.append(Increment("query", event.query_norm, *where))
+            record.increments.append(Increment("product", event.product_id, *where))
+        return batch
+
+    def _not_counted(self, reason: str, event) -> None:
+        self.metrics.not_counted.labels(reason).inc()
+        # Future timestamps usually mean a producer's clock is wrong: say so, at most once a minute.
+        if reason == "future" and time.monotonic() - self._future_warned_at > 60:
+            self._future_warned_at = time.monotonic()
+            log.warning("event timestamp in the future: labelled and published, not counted "
+                        "(see sentiment_events_not_counted_total{reason=\"future\"})",
+                        extra={"event_id": event.event_id, "ts_ms": event.ts_ms})
+
+    def _classify(self, texts: list[str]) -> tuple[list[str | None], np.ndarray, dict[int, str]]:
+        """Labels for texts; bad events isolated by bisection when the model works on the rest."""
+        try:
+            return self._run(texts)
+        except Exception as exc:  # noqa: BLE001 - any model failure must not lose the batch
+            first = exc
+        self._probe(first)
+        labels, probs, failures = self._split(texts, first)
+        if len(failures) == len(texts):
+            raise ModelUnavailable(f"model failed on all {len(texts)} events: {first!r}"[:500])
+        self._probe(first)  # still healthy after the bisection: the failures are the events'
+        for reason in failures.values():
+            log.warning("model failed on one event; dead-lettering it", extra={"error": reason[:300]})
+        return labels, probs, failures
+
+    def _run(self, texts: list[str]) -> tuple[list[str | None], np.ndarray, dict[int, str]]:
+        verdicts = self.classifier.classify(texts)
+        self.metrics.truncated.inc(verdicts.truncated)
+        self.metrics.cache_hits.inc(verdicts.cache_hits)
+        return list(verdicts.labels), verdicts.probs, {}
+
+    def _probe(self, cause: Exception) -> None:
+        try:
+            self.classifier.forward([PROBE_TEXT])
+        except Exception as exc:  # noqa: BLE001
+            raise ModelUnavailable(f"model fails on a known-good probe: {exc!r} (batch: {cause!r})"[:500]) from None
+
+    def _bisect(self, texts: list[str]) -> tuple[list[str | None], np.ndarray, dict[int, str]]:
+        try:
+            return self._run(texts)
+        except Exception as exc:  # noqa: BLE001
+            return self._split(texts, exc)
+
+    def _split(self, texts: list[str], exc: Exception) -> tuple[list[str | None], np.ndarray, dict[int, str]]:
+        """`texts` failed with `exc`: an event alone is the offender, a larger batch is halved."""
+        if len(texts) == 1:
+            return [None], np.zeros((1, len(self.classifier.labels)), dtype=np.float32), {0: f"model failed: {exc!r}"[:500]}
+        mid = len(texts) // 2
+        left, right = self._bisect(texts[:mid]), self._bisect(texts[mid:])
+        failures = {**left[2], **{mid + i: why for i, why in right[2].items()}}
+        return left[0] + right[0], np.vstack([left[1], right[1]]), failures

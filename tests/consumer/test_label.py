@@ -1,0 +1,86 @@
+"""Labelling with fake models: one bad event is isolated; a systemic failure dead-letters nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from consumer.model.classifier import Verdicts
+from consumer.observability import Metrics
+from consumer.pipeline.label import Labeller, ModelUnavailable
+from consumer.pipeline.validate import Validator
+from consumer.state.counters import CounterLayout
+from schemas import DEFAULT_LIMITS
+
+from .harness import make_events
+
+
+class FakeMessage:
+    def __init__(self, value: bytes, offset: int) -> None:
+        self._value, self._offset = value, offset
+
+    def value(self): return self._value
+    def key(self): return None
+    def topic(self): return "in"
+    def partition(self): return 0
+    def offset(self): return self._offset
+    def error(self): return None
+
+
+class FakeModel:
+    labels = ["negative", "neutral", "positive"]
+    name, version = "fake", "v1"
+
+    def __init__(self, broken: bool = False) -> None:
+        self.calls = 0
+        self.broken = broken
+
+    def forward(self, texts):
+        if self.broken:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return np.full((len(texts), 3), 1 / 3, dtype=np.float32), 0
+
+    def classify(self, texts):
+        self.calls += 1
+        if self.broken or any("POISON" in t for t in texts):
+            raise RuntimeError("CUDA error: device-side assert")
+        probs = np.tile(np.array([[0.7, 0.2, 0.1]], dtype=np.float32), (len(texts), 1))
+        return Verdicts(["negative"] * len(texts), probs, 0, 0, len(texts))
+
+
+def _label(model, events):
+    metrics = Metrics()
+    decoded = Validator(DEFAULT_LIMITS, "dlq", metrics).decode([FakeMessage(orjson.dumps(e), i) for i, e in enumerate(events)], {("in", 0): 7})
+    return Labeller(model, CounterLayout("x"), "out", "dlq", metrics).label(decoded)
+
+
+def test_model_failure_splits_batch_and_dead_letters_only_the_offender():
+    events = make_events(16, seed=9)
+    events[11]["text"] = "POISON pill"
+    model = FakeModel()
+    batch = _label(model, events)
+    by_topic = {"out": [], "dlq": []}
+    for record in batch.records:
+        by_topic[record.outgoing.topic].append(orjson.loads(record.outgoing.value))
+    assert len(by_topic["out"]) == 15 and len(by_topic["dlq"]) == 1
+    assert by_topic["dlq"][0]["error_code"] == "inference_failed"
+    assert by_topic["dlq"][0]["source"]["offset"] == 11
+    assert "device-side assert" in by_topic["dlq"][0]["error_message"]
+    assert model.calls <= 2 * 4 + 1  # binary search: log2(16) levels, two calls each
+    assert batch.span.next == {("in", 0): 16} and batch.span.first == {("in", 0): 0} and batch.span.epochs == {("in", 0): 7}
+
+
+def test_systemic_failure_raises_and_dead_letters_nothing():
+    model = FakeModel(broken=True)
+    with pytest.raises(ModelUnavailable, match="known-good probe"):
+        _label(model, make_events(16, seed=10))
+    assert model.calls == 1  # the probe failed too: no bisection, no 2n-1 forward passes
+
+
+def test_every_event_failing_is_systemic_even_when_the_probe_passes():
+    events = make_events(4, seed=11)
+    for e in events:
+        e["text"] = "POISON " + e["text"]
+    with pytest.raises(ModelUnavailable, match="all 4 events"):
+        _label(FakeModel(), events)
