@@ -34,9 +34,9 @@ def make_topic(kafka_admin: AdminClient) -> Iterator:
     """Create uniquely named topics for one test and delete them afterwards."""
     created: list[str] = []
 
-    def create(name: str = "topic", partitions: int = 1) -> str:
+    def create(name: str = "topic", partitions: int = 1, config: dict[str, str] | None = None) -> str:
         topic = unique(name)
-        future = kafka_admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic]
+        future = kafka_admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1, config=config or {})])[topic]
         future.result(timeout=30)
         created.append(topic)
         return topic

@@ -23,10 +23,11 @@ def stream(kafka_bootstrap, make_topic, redis_prefix, tiny_checkpoint, tmp_path)
     group = unique("group")
     processes: list[ConsumerProcess] = []
 
-    def start(name: str = "c1", redis_url: str = REDIS_URL, extra: list[str] | None = None) -> ConsumerProcess:
+    def start(name: str = "c1", redis_url: str = REDIS_URL, extra: list[str] | None = None,
+              env: dict[str, str] | None = None) -> ConsumerProcess:
         proc = ConsumerProcess(bootstrap=kafka_bootstrap, redis_url=redis_url, checkpoint=tiny_checkpoint,
                                input_topic=topics["input"], output_topic=topics["output"], dlq_topic=topics["dlq"],
-                               group=group, prefix=prefix.rstrip(":"), log_path=tmp_path / f"{name}.log", extra=extra)
+                               group=group, prefix=prefix.rstrip(":"), log_path=tmp_path / f"{name}.log", extra=extra, env=env)
         processes.append(proc.start())
         return proc
 

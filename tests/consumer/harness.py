@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -92,7 +94,8 @@ class ConsumerProcess:
     """`python -m consumer run` as a child process with its own topics, group and Redis prefix."""
 
     def __init__(self, *, bootstrap: str, redis_url: str, checkpoint: Path, input_topic: str, output_topic: str,
-                 dlq_topic: str, group: str, prefix: str, log_path: Path, extra: list[str] | None = None) -> None:
+                 dlq_topic: str, group: str, prefix: str, log_path: Path, extra: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.metrics_port = free_port()
         self.args = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap, "--redis-url", redis_url,
                      "--redis-prefix", prefix, "--input-topics", input_topic, "--output-topic", output_topic,
@@ -101,10 +104,11 @@ class ConsumerProcess:
                      "--metrics-port", str(self.metrics_port), "--shutdown-timeout-s", "20", "--threads", "1",
                      *(extra or [])]
         self.log_path = log_path
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "ConsumerProcess":
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **self.env}
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         return self
@@ -116,6 +120,16 @@ class ConsumerProcess:
         rc = self.proc.wait(timeout=timeout)
         self.log.close()
         return rc
+
+    def scrape(self, path: str = "/metrics") -> tuple[int, str]:
+        """(status, body) of the consumer's /metrics or /healthz; (0, "") while it is not up."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}{path}", timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except (urllib.error.URLError, ConnectionError):
+            return 0, ""
 
     def logs(self) -> list[dict]:
         lines = []

@@ -12,8 +12,9 @@ from tests.consumer.harness import free_port
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *args: str) -> None:
         self.dir = directory
+        self.args = list(args)  # extra redis-server options, e.g. "--maxmemory-policy", "allkeys-lru"
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
@@ -21,7 +22,7 @@ class RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
                         "--daemonize", "yes", "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-                        "--pidfile", str(self.dir / "redis.pid"), "--logfile", str(self.dir / "redis.log")], check=True)
+                        "--pidfile", str(self.dir / "redis.pid"), "--logfile", str(self.dir / "redis.log"), *self.args], check=True)
         client = redis.Redis(port=self.port)
         for _ in range(100):
             try:
