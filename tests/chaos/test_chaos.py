@@ -1,0 +1,199 @@
+"""`make chaos`: the consumer under a steady load of the repo's events while faults are injected.
+
+One row per fault (events in, labelled out, duplicates, dead-lettered, counters exact,
+alerts expected vs sent, seconds to recover), printed as a table and written to
+bench/results/chaos-latest.json. Every scenario asserts the row: no event lost,
+counters exact, every bad input dead-lettered, no alert lost.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from tests.conftest import KAFKA, REDIS_URL
+from tests.consumer.harness import ROOT, free_port, produce
+from tests.services.redis_server import RedisServer
+
+from .harness import ChaosStream, Feeder, Row, load_events
+
+pytestmark = pytest.mark.chaos
+RATE = 120.0  # events/s offered, about what the test checkpoint labels on 2 cores with the rest running
+ROWS: list[Row] = []
+POISON = [
+    b"\x00" * 170_000,  # escapes to ~1 MB of JSON if copied whole into the dead letter
+    bytes(range(256)) * 3000,  # 768 KB of binary: base64 adds a third
+    b"[" * 100_000 + b"]" * 100_000,  # deeply nested JSON
+    b"\xff\xfe\xfd not utf-8",
+    b'{"event_type": "review", "schema_version": 1, "event_id": "nan", "ts": NaN, "product_id": "p", "text": "x"}',
+    b'{"event_type": "review", "schema_version": 1, "event_id": "inf", "ts": 1, "product_id": "p", "text": "x", "rating": Infinity}',
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    yield
+    if not ROWS:
+        return
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "chaos-latest.json").write_bytes(orjson.dumps([asdict(r) for r in ROWS], option=orjson.OPT_INDENT_2))
+
+
+def _check(row: Row, events: int, poison: int = 0) -> None:
+    ROWS.append(row)
+    assert row.labelled_unique == events, f"{row.fault}: {events - row.labelled_unique} events lost"
+    assert row.dead_lettered == poison, f"{row.fault}: {row.dead_lettered} dead letters, expected {poison}"
+    assert row.counters_exact, f"{row.fault}: counters differ from the outputs"
+    assert row.alerts_sent == row.alerts_expected, f"{row.fault}: alerts lost"
+
+
+def _stream(name: str, checkpoint: Path, tmp_path: Path, bootstrap: str = KAFKA, redis_url: str = REDIS_URL) -> ChaosStream:
+    return ChaosStream(name, bootstrap, redis_url, checkpoint, tmp_path)
+
+
+def _wait_until(stream: ChaosStream, labelled: int) -> None:
+    assert stream.wait_labelled(labelled, 180) >= labelled
+
+
+def test_consumer_sigkill_three_times(tiny_checkpoint, tmp_path):
+    stream = _stream("sigkill", tiny_checkpoint, tmp_path)
+    events = load_events(stream.tag)
+    feeder = Feeder(stream.bootstrap, stream.topics["input"], events, RATE)
+    proc = stream.start("0")
+    feeder.start()
+    rng = random.Random(5)
+    for i, share in enumerate(sorted(rng.uniform(0.1, 0.8) for _ in range(3))):
+        _wait_until(stream, int(share * len(events)))
+        proc.stop(signal.SIGKILL)
+        proc = stream.start(str(i + 1))
+        stream.faults_cleared_at = time.monotonic()
+    _check(stream.finish("consumer SIGKILL x3", events, 0, feeder), len(events))
+
+
+def test_sigterm_at_the_drain_deadline_during_a_redis_outage(tiny_checkpoint, tmp_path):
+    with RedisServer(tmp_path / "redis") as server:
+        stream = _stream("drain", tiny_checkpoint, tmp_path, redis_url=server.url)
+        events = load_events(stream.tag)
+        feeder = Feeder(stream.bootstrap, stream.topics["input"], events, RATE)
+        proc = stream.start("0", extra=["--shutdown-timeout-s", "3"])
+        feeder.start()
+        _wait_until(stream, len(events) // 4)
+        server.stop()
+        time.sleep(6)  # retries back off to seconds
+        proc.proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        server.start()  # back before the deadline: a later batch could now be counted past the abandoned one
+        assert proc.proc.wait(timeout=60) == 0
+        stream.start("1")
+        stream.faults_cleared_at = time.monotonic()
+        _check(stream.finish("SIGTERM at drain deadline, Redis down", events, 0, feeder), len(events))
+
+
+def test_broker_sigkill_and_restart(tiny_checkpoint, tmp_path):
+    env = {**os.environ, "SERVICES_DIR": str(tmp_path / "services"), "KAFKA_PORT": str(free_port()),
+           "KAFKA_CONTROLLER_PORT": str(free_port()), "REDIS_PORT": str(free_port()),
+           "KAFKA_LIBS": str(ROOT / ".cache" / "services" / "kafka" / "libs")}
+    script = ROOT / "services" / "services.sh"
+    subprocess.run([str(script), "up"], env=env, check=True, capture_output=True, timeout=180)
+    try:
+        bootstrap = f"127.0.0.1:{env['KAFKA_PORT']}"
+        stream = _stream("broker", tiny_checkpoint, tmp_path, bootstrap=bootstrap)
+        events = load_events(stream.tag)
+        feeder = Feeder(bootstrap, stream.topics["input"], events, RATE)
+        stream.start("0")
+        feeder.start()
+        _wait_until(stream, len(events) // 3)
+        pid = int((tmp_path / "services" / "kafka" / "kafka.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(10)
+        subprocess.run([str(script), "up"], env=env, check=True, capture_output=True, timeout=180)
+        stream.faults_cleared_at = time.monotonic()
+        _check(stream.finish("broker SIGKILL, 10 s down", events, 0, feeder), len(events))
+    finally:
+        subprocess.run([str(script), "down"], env=env, capture_output=True, timeout=120)
+
+
+def test_redis_sigkill_and_restart(tiny_checkpoint, tmp_path):
+    with RedisServer(tmp_path / "redis") as server:  # appendfsync always: an acked write survives SIGKILL
+        stream = _stream("redis-kill", tiny_checkpoint, tmp_path, redis_url=server.url)
+        events = load_events(stream.tag)
+        feeder = Feeder(stream.bootstrap, stream.topics["input"], events, RATE)
+        stream.start("0")
+        feeder.start()
+        _wait_until(stream, len(events) // 3)
+        os.kill(int((tmp_path / "redis" / "redis.pid").read_text()), signal.SIGKILL)
+        time.sleep(5)
+        server.start()
+        stream.faults_cleared_at = time.monotonic()
+        _check(stream.finish("Redis SIGKILL, 5 s down", events, 0, feeder), len(events))
+
+
+def test_redis_out_of_memory(tiny_checkpoint, tmp_path):
+    with RedisServer(tmp_path / "redis") as server:
+        stream = _stream("redis-oom", tiny_checkpoint, tmp_path, redis_url=server.url)
+        client = redis.Redis.from_url(server.url)
+        events = load_events(stream.tag)
+        feeder = Feeder(stream.bootstrap, stream.topics["input"], events, RATE)
+        stream.start("0")
+        feeder.start()
+        _wait_until(stream, len(events) // 3)
+        client.config_set("maxmemory", max(1, int(client.info("memory")["used_memory"]) - 4096))
+        time.sleep(10)
+        client.config_set("maxmemory", 0)
+        stream.faults_cleared_at = time.monotonic()
+        _check(stream.finish("Redis OOM for 10 s", events, 0, feeder), len(events))
+
+
+def test_poison_input(tiny_checkpoint, tmp_path):
+    stream = _stream("poison", tiny_checkpoint, tmp_path)
+    events = load_events(stream.tag)
+    feeder = Feeder(stream.bootstrap, stream.topics["input"], events, RATE, extra=POISON)
+    stream.start("0")
+    feeder.start()
+    _check(stream.finish("poison input (6 kinds)", events, len(POISON), feeder), len(events), len(POISON))
+
+
+def test_model_fails_systemically_for_20_s(tiny_checkpoint, tmp_path):
+    stream = _stream("model", tiny_checkpoint, tmp_path)
+    fault = tmp_path / "model-fails"
+    events = load_events(stream.tag)
+    feeder = Feeder(stream.bootstrap, stream.topics["input"], events, RATE)
+    stream.start("0", env={"SENTIMENT_FAULT_MODEL_FAIL_FILE": str(fault)})
+    feeder.start()
+    _wait_until(stream, len(events) // 4)
+    fault.touch()
+    time.sleep(20)
+    fault.unlink()
+    stream.faults_cleared_at = time.monotonic()
+    _check(stream.finish("model fails systemically, 20 s", events, 0, feeder), len(events))
+
+
+def test_spike_burst_into_a_stopped_consumer(tiny_checkpoint, tmp_path):
+    from tests.consumer.test_alerts import _mix, _pick_texts
+
+    stream = _stream("spike", tiny_checkpoint, tmp_path)
+    events = load_events(stream.tag, 600)
+    now = int(time.time() * 1000)
+    for e in events:
+        e["ts"] = now
+    pools = _pick_texts(tiny_checkpoint)
+    spike = _mix("flash sale tv", pools, 60, 0, now, f"{stream.tag}-spike")
+    produce(stream.bootstrap, stream.topics["input"], [orjson.dumps(e) for e in events] + spike)
+    stream.faults_cleared_at = time.monotonic()
+    stream.start("0")
+    spiked = [orjson.loads(v) for v in spike]
+    feeder = Feeder(stream.bootstrap, stream.topics["input"], [], RATE)
+    feeder.start()
+    row = stream.finish("spike burst into a stopped consumer", events + spiked, 0, feeder)
+    _check(row, len(events) + len(spiked))
+    assert any(a["query"] == "flash sale tv" and a["state"] == "firing" for a in stream.sent_alerts), "the spike must fire"
