@@ -3,8 +3,8 @@
     poll -> validate -> label (model thread) -> produce (acked) -> count (Redis) -> commit
                                                                        \\-> alerts: evaluate on events and time, outbox
 
-Batch k+1 is polled, validated and labelled on the model thread while batch k goes
-through produce, count and commit here. Offsets are committed only at the end of the
+Batch k+1 is polled, validated and labelled on the model thread (pipeline/inference.py)
+while batch k goes through produce, count and commit here. Offsets are committed only at the end of the
 chain. A step that cannot finish waits with the partitions paused (flow.Waiter); a
 stale batch or the shutdown deadline abandons it (source.rewind keeps the partition
 contiguous); a FatalStop exits non-zero without committing past the failed batch.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from schemas import Limits
@@ -37,9 +36,10 @@ from .pipeline.alerting import AlertStep
 from .pipeline.commit import CommitStep
 from .pipeline.count import CountStep
 from .pipeline.flow import Abandoned, FatalStop, Waiter
-from .pipeline.label import Labeller, ModelUnavailable
+from .pipeline.inference import InferenceStage
+from .pipeline.label import Labeller
 from .pipeline.produce import ProduceStep
-from .pipeline.records import DecodedBatch, LabelledBatch, Span
+from .pipeline.records import LabelledBatch, Span
 from .pipeline.validate import Validator
 from .redis_client import connect, redacted_url, refuse_evicting
 from .state.counters import CounterLayout, CounterStore
@@ -151,7 +151,8 @@ class StreamProcessor:
             except OSError as exc:
                 raise ConfigError(f"cannot serve metrics on {s.runtime.metrics_host}:{s.runtime.metrics_port}: {exc.strerror}") from None
         self.validator = Validator(Limits(s.runtime.max_message_bytes, s.runtime.max_text_bytes), s.kafka.dlq_topic, self.metrics)
-        self.labeller = Labeller(self.classifier, layout, s.kafka.output_topic, s.kafka.dlq_topic, self.metrics)
+        labeller = Labeller(self.classifier, layout, s.kafka.output_topic, s.kafka.dlq_topic, self.metrics)
+        self.inference = InferenceStage(labeller, self.metrics, self.health, s.runtime.model_failure_timeout_s)
         self.produce = ProduceStep(producer, s.kafka.dlq_topic, self.metrics)
         self.count = CountStep(store, self.metrics)
         self.alerting = None
@@ -177,60 +178,31 @@ class StreamProcessor:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         m = self.settings.model
-        in_model: tuple[Future, DecodedBatch] | None = None
         code = 0
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference") as model_thread:
-            try:
-                while not self.stopping:
-                    messages = self.source.poll_batch(m.batch_size, m.max_wait_ms / 1000)
-                    decoded = self.validator.decode(messages, self.source.epochs) if messages else None
-                    if decoded and not self.first_batch_logged:
-                        self.first_batch_logged = True
-                        log.info("first batch polled", extra={"size": decoded.size, "epoch_ms": decoded.received_ms})
-                    ready = self.labelled(in_model, model_thread) if in_model else None
-                    in_model = (model_thread.submit(self.labeller.label, decoded), decoded) if decoded else None
-                    if ready is not None:
-                        self.deliver(ready)
-                    elif not messages and self.metrics.total_lag == 0:
-                        self.metrics.progressed()
-                    if self.alerting is not None:
-                        self.alerting.tick()
-                if in_model is not None:  # drain: the last labelled batch is delivered too
-                    ready = self.labelled(in_model, model_thread)
-                    if ready is not None:
-                        self.deliver(ready)
-            except FatalStop as exc:
-                log.critical(f"fatal: {exc}; stopping without committing past this batch")
-                code = EXIT_FATAL
-            finally:
-                self.shutdown()
+        try:
+            while not self.stopping:
+                messages = self.source.poll_batch(m.batch_size, m.max_wait_ms / 1000)
+                decoded = self.validator.decode(messages, self.source.epochs) if messages else None
+                if decoded and not self.first_batch_logged:
+                    self.first_batch_logged = True
+                    log.info("first batch polled", extra={"size": decoded.size, "epoch_ms": decoded.received_ms})
+                ready = self.inference.result(self.waiter, self._abandon)
+                self.inference.submit(decoded)
+                if ready is not None:
+                    self.deliver(ready)
+                elif not messages and self.metrics.total_lag == 0:
+                    self.metrics.progressed()
+                if self.alerting is not None:
+                    self.alerting.tick()
+            ready = self.inference.result(self.waiter, self._abandon)  # drain: the last labelled batch too
+            if ready is not None:
+                self.deliver(ready)
+        except FatalStop as exc:
+            log.critical(f"fatal: {exc}; stopping without committing past this batch")
+            code = EXIT_FATAL
+        finally:
+            self.shutdown()
         return code
-
-    def labelled(self, in_model: tuple[Future, DecodedBatch], model_thread: ThreadPoolExecutor) -> LabelledBatch | None:
-        """The batch's labels; while the model fails systemically, the batch is retried whole with
-        the partitions paused (never dead-lettered), and after --model-failure-timeout-s it is fatal."""
-        future, decoded = in_model
-        delay = 1.0
-        while True:
-            try:
-                batch = future.result()
-                self.health.recovered("model")
-                return batch
-            except ModelUnavailable as exc:
-                self.metrics.model_failures.inc()
-                self.health.trouble("model", str(exc))
-                failing_for = self.health.since("model") or 0.0
-                if failing_for >= self.settings.runtime.model_failure_timeout_s:
-                    raise FatalStop(f"model failing for {failing_for:.0f} s: {exc}") from None
-                log.error("model failing on every batch; partitions paused, retrying",
-                          extra={"error": str(exc)[:300], "retry_in_s": delay, "failing_for_s": round(failing_for, 1)})
-                try:
-                    self.waiter(decoded.span).idle(delay)
-                except Abandoned as abandoned:
-                    self._abandon(decoded.span, abandoned.reason)
-                    return None
-                delay = min(delay * 2, 30.0)
-                future = model_thread.submit(self.labeller.label, decoded)
 
     def deliver(self, batch: LabelledBatch) -> None:
         """Outputs acked, counters written, then commit; an abandoned batch commits nothing."""
@@ -257,6 +229,7 @@ class StreamProcessor:
         log.warning("batch abandoned uncommitted", extra={"reason": reason})
 
     def shutdown(self) -> None:
+        self.inference.close()
         self.commit.close()
         self.source.close()
         left = max(1.0, self.deadline - time.monotonic()) if self.deadline != float("inf") else 10.0

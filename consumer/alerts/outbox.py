@@ -37,13 +37,13 @@ class AlertOutbox:
         self.webhook = webhook
         self.recover_every_s = recover_every_s
         self._queued: dict[Entry, float] = {}  # entry -> not before (monotonic), for retry backoff
-        self._in_flight: set[Entry] = set()
+        self._in_flight: dict[Entry, float] = {}  # entry -> when produced; a lost delivery report is retried
         self._acked: list[Entry] = []
         self._failed: list[tuple[Entry, KafkaError]] = []
         self._recovered_at = float("-inf")
 
     def __len__(self) -> int:
-        return len(self._queued) + len(self._in_flight) + len(self._acked)
+        return len(self._queued) + len(self._in_flight)  # acked entries stay in flight until settled
 
     def add(self, events: list[dict[str, Any]]) -> None:
         for event in events:
@@ -57,6 +57,9 @@ class AlertOutbox:
         try:
             if now - self._recovered_at >= self.recover_every_s:
                 self._recovered_at = now
+                for entry, since in list(self._in_flight.items()):
+                    if now - since > 120:  # no report for two minutes (e.g. the producer was recreated)
+                        del self._in_flight[entry]
                 for entry in self.store.pending():
                     if entry not in self._in_flight and entry not in self._acked:
                         self._queued.setdefault(entry, 0.0)
@@ -64,7 +67,7 @@ class AlertOutbox:
         except redis.RedisError as exc:
             log.warning("alert outbox: redis unavailable; retrying", extra={"error": str(exc)[:200]})
         for entry, error in self._failed:
-            self._in_flight.discard(entry)
+            self._in_flight.pop(entry, None)
             self._queued[entry] = now + (30.0 if is_permanent(error) else 1.0)
             self.health.trouble("alerts", f"alert not acknowledged: {error.str()}")
             log.warning("alert delivery failed; will resend", extra={"error": error.str(), "topic": self.topic})
@@ -72,10 +75,10 @@ class AlertOutbox:
         # Firing before resolved, older before newer: the order a reader expects.
         for entry in sorted((e for e, at in self._queued.items() if at <= now), key=_order):
             del self._queued[entry]
-            self._in_flight.add(entry)
-            (kind, name), _, payload = entry
+            self._in_flight[entry] = now
+            (_, name), _, payload = entry
             if not self.producer.submit(Outgoing(self.topic, name.encode(), payload), lambda err, e=entry: self._result(e, err)):
-                self._in_flight.discard(entry)
+                del self._in_flight[entry]
                 self._queued[entry] = now
                 break
         self.metrics.alerts_pending.set(len(self))
@@ -92,7 +95,7 @@ class AlertOutbox:
             subject, field, payload = entry
             self.store.sent(subject, field, payload)
             self._acked.pop(0)
-            self._in_flight.discard(entry)
+            self._in_flight.pop(entry, None)
             self.health.recovered("alerts")
             event = orjson.loads(payload)
             self.metrics.alerts.labels(event["state"]).inc()
