@@ -10,7 +10,6 @@ import time
 import orjson
 import redis
 
-from consumer.alerts.state import AlertStore
 from consumer.state.counters import CounterStore
 from tests.services.redis_server import RedisServer
 
@@ -117,6 +116,8 @@ def test_shutdown_during_redis_outage_commits_nothing_past_the_abandoned_batch(s
 def test_alert_left_pending_by_a_crash_is_sent_after_restart(stream):
     """Item 3: the state change and its pending record are one script; a process that died
     before producing leaves the record, and the next process sends it (same alert_id)."""
+    from consumer.alerts.state import AlertStore
+
     topics, bootstrap = stream["topics"], stream["bootstrap"]
     store = stream["store"]
     alerts = AlertStore(stream["client"], store.layout, 3600)
