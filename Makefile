@@ -69,6 +69,7 @@ demo: $(STAMP) services-up checkpoint  ## the main job, end to end (a few minute
 bench: $(STAMP) services-up checkpoint  ## benchmarks in one run (~10 min); results in bench/results/
 	$(PY) bench/bench_validator.py
 	$(PY) bench/bench_pipeline.py --checkpoint checkpoints/latest
+	$(PY) bench/bench_shares.py --checkpoint checkpoints/latest
 
 clean:  ## remove the venv and caches (keeps pip's wheel cache)
 	rm -rf $(VENV) .pytest_cache .hypothesis

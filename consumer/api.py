@@ -30,7 +30,11 @@ _WINDOW = {"name": "window", "in": "query", "schema": {"type": "string", "defaul
            "description": "window ending now, e.g. 5m, 1h, 24h (at most the longest counter window)"}
 _SENTIMENT = {"type": "object", "properties": {
     "window": {"type": "string"}, "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
-    "total": {"type": "integer"}, "negative_share": {"type": ["number", "null"]}}}
+    "total": {"type": "integer"},
+    "negative_share": {"type": ["number", "null"], "description": "estimated share of negative events (see estimator)"},
+    "interval_95": {"type": ["array", "null"], "items": {"type": "number"}, "description": "95% interval of negative_share; wide when counts are small"},
+    "estimator": {"enum": ["pacc", "pcc", "cc", "none"], "description": "pacc: mean calibrated probability adjusted by the model's validation rates; pcc: mean calibrated probability; cc: argmax counting"},
+    "counted_negative_share": {"type": ["number", "null"], "description": "raw share of events labelled negative (biased toward the middle)"}}}
 _ERROR = {"description": "bad parameter", "content": {"application/json": {"schema": {
     "type": "object", "properties": {"error": {"type": "string"}}}}}}
 

@@ -99,11 +99,12 @@ def alert_store(client, layout: CounterLayout, a: AlertSettings) -> AlertStore:
     return AlertStore(client, layout, alert_times(a, layout).state_ttl_s)
 
 
-def build_detector(settings: Settings, store: CounterStore, alerts: AlertStore) -> SpikeDetector:
+def build_detector(settings: Settings, store: CounterStore, alerts: AlertStore, estimation: dict | None) -> SpikeDetector:
     a = settings.alerts
     times = alert_times(a, store.layout)
     rule = SpikeRule(a.alert_min_count, a.alert_min_increase, a.alert_z, a.alert_min_baseline, a.alert_prior_share)
-    return SpikeDetector(store, alerts, rule, times.window_s, a.alert_window, times.baseline_s, times.cooldown_s)
+    return SpikeDetector(store, alerts, rule, times.window_s, a.alert_window, times.baseline_s, times.cooldown_s,
+                         estimation=estimation)
 
 
 class StreamProcessor:
@@ -130,10 +131,10 @@ class StreamProcessor:
         refuse_evicting(client, s.redis.allow_evicting_redis)
         store = CounterStore(client, layout)
         alerts = alert_store(client, layout, s.alerts)
-        detector = build_detector(s, store, alerts)
         self.classifier = SentimentClassifier(s.model.checkpoint, s.model.device, s.model.threads, s.model.cache_size,
                                               s.model.inference_batch_size, s.model.quantize)
         self.metrics.model.labels(self.classifier.name, self.classifier.version, str(self.classifier.device)).set(1)
+        detector = build_detector(s, store, alerts, self.classifier.share_parameters)
         log.info("model loaded", extra={"model_version": self.classifier.version, "device": str(self.classifier.device),
                                         "labels": self.classifier.labels, "max_length": self.classifier.max_length})
         ensure_topics(s.kafka, [s.kafka.output_topic, s.kafka.dlq_topic, s.kafka.alerts_topic])
@@ -154,7 +155,7 @@ class StreamProcessor:
         labeller = Labeller(self.classifier, layout, s.kafka.output_topic, s.kafka.dlq_topic, self.metrics)
         self.inference = InferenceStage(labeller, self.metrics, self.health, s.runtime.model_failure_timeout_s)
         self.produce = ProduceStep(producer, s.kafka.dlq_topic, self.metrics)
-        self.count = CountStep(store, self.metrics)
+        self.count = CountStep(store, self.metrics, self.classifier.share_parameters, self.classifier.version)
         self.alerting = None
         if s.alerts.alerts:
             outbox = AlertOutbox(alerts, producer, s.kafka.alerts_topic, self.metrics, self.health, webhook)

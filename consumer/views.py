@@ -6,10 +6,11 @@ import time
 from typing import Any
 
 from schemas import normalize_query
+from schemas.shares import estimate_negative_share
 
 from .alerts.state import AlertStore
 from .config import parse_duration
-from .state.counters import CounterStore
+from .state.counters import CounterStore, WindowStats
 
 LABELS = ("negative", "neutral", "positive")
 
@@ -28,10 +29,13 @@ def window_seconds(store: CounterStore, window: str) -> int:
     return seconds
 
 
-def _summary(counts) -> dict[str, Any]:
-    full = {label: counts.get(label, 0) for label in LABELS} | dict(counts)
+def _summary(stats: WindowStats, estimation: dict | None) -> dict[str, Any]:
+    """Counts, and the negative share from the best estimator (not the raw argmax share) with its interval."""
+    full = {label: stats.counts.get(label, 0) for label in LABELS} | dict(stats.counts)
     total = sum(full.values())
-    return {"counts": full, "total": total, "negative_share": round(full["negative"] / total, 4) if total else None}
+    estimate = estimate_negative_share(stats.counts, stats.prob_sums, estimation)
+    return {"counts": full, "total": total, **estimate.as_dict(),
+            "counted_negative_share": round(full["negative"] / total, 4) if total else None}
 
 
 def query_sentiment(store: CounterStore, query: str, window: str) -> dict[str, Any]:
@@ -39,16 +43,16 @@ def query_sentiment(store: CounterStore, query: str, window: str) -> dict[str, A
     name = normalize_query(query)
     if not name:
         raise BadRequest("query is empty")
-    counts = store.window_counts("query", name, seconds, int(time.time() * 1000))
-    return {"query": query, "query_norm": name, "window": window, **_summary(counts)}
+    stats = store.window_stats_many([("query", name, seconds)], int(time.time() * 1000))[0]
+    return {"query": query, "query_norm": name, "window": window, **_summary(stats, store.estimation())}
 
 
 def product_sentiment(store: CounterStore, product_id: str, window: str) -> dict[str, Any]:
     seconds = window_seconds(store, window)
     if not product_id.strip():
         raise BadRequest("product_id is empty")
-    counts = store.window_counts("product", product_id, seconds, int(time.time() * 1000))
-    return {"product_id": product_id, "window": window, **_summary(counts)}
+    stats = store.window_stats_many([("product", product_id, seconds)], int(time.time() * 1000))[0]
+    return {"product_id": product_id, "window": window, **_summary(stats, store.estimation())}
 
 
 def top(store: CounterStore, *, label: str = "negative", window: str = "1h", min_count: int = 10, limit: int = 10,
@@ -64,12 +68,20 @@ def top(store: CounterStore, *, label: str = "negative", window: str = "1h", min
     # the label), then exact counts for those only: the read costs O(limit), not O(subjects).
     candidates = min(store.layout.rank_size, max(100, 10 * limit))
     names = sorted(store.ranked_subjects(kind, label, seconds, now, candidates))
+    estimation = store.estimation()
     rows = []
-    for name, counts in zip(names, store.window_counts_many([(kind, n, seconds) for n in names], now)):
+    for name, stats in zip(names, store.window_stats_many([(kind, n, seconds) for n in names], now)):
+        counts = stats.counts
         total = sum(counts.values())
-        if total >= min_count:
-            rows.append({kind: name, "count": counts.get(label, 0), "total": total,
-                         "share": round(counts.get(label, 0) / total, 4)})
+        if total < min_count:
+            continue
+        row = {kind: name, "count": counts.get(label, 0), "total": total, "counted_share": round(counts.get(label, 0) / total, 4)}
+        if label == "negative":  # the estimated share, as everywhere the negative share is reported
+            estimate = estimate_negative_share(counts, stats.prob_sums, estimation)
+            row |= {"share": round(estimate.share, 4), "interval_95": estimate.as_dict()["interval_95"], "estimator": estimate.estimator}
+        else:
+            row |= {"share": row["counted_share"], "estimator": "cc"}
+        rows.append(row)
     rows.sort(key=lambda r: (-r["share"], -r["total"], r[kind]))
     return {"label": label, "window": window, "min_count": min_count, "results": rows[:limit]}
 

@@ -69,9 +69,12 @@ class TrainingArguments:
     eval_batch_size: int = field(default=128, metadata={"help": "batch size for validation and test inference"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     reuse: bool = field(default=False, metadata={"help": "if OUTPUT_DIR/latest was built from the same recipe and data, reuse it"})
+    report_dir: str = field(default="", metadata={"help": "also write calibration.json and reliability_calibration.png (validation, before and after temperature scaling) here"})
 
 
 def recipe(model: ModelArguments, data: DataArguments, training: TrainingArguments) -> dict:
     """Everything that decides the weights; the manifest's hyperparameters."""
-    skip = {"output_dir", "device", "threads", "reuse", "eval_batch_size"}
-    return {**asdict(model), **asdict(data), **{k: v for k, v in asdict(training).items() if k not in skip}}
+    skip = {"output_dir", "device", "threads", "reuse", "eval_batch_size", "report_dir"}
+    # Temperature scaling on validation is part of every recipe since the manifest carries it.
+    return {**asdict(model), **asdict(data), **{k: v for k, v in asdict(training).items() if k not in skip},
+            "calibration": "temperature"}

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from schemas.calibration import apply_temperature, temperature_of
 from schemas.checkpoint import load_checkpoint, predict_probs
 
 from .data import RatingCutoffs, cap_per_source, load_examples, split_examples
@@ -48,6 +49,7 @@ def run_evaluate(args: "EvaluateArguments") -> dict[str, Any]:
     with tqdm(total=len(examples), desc="evaluate", unit="text", dynamic_ncols=True) as bar:
         probs = predict_probs(checkpoint.model, checkpoint.tokenizer, [e.text for e in examples],
                               max_length=manifest["max_length"], batch_size=args.batch_size, progress=bar)
+    probs = apply_temperature(probs, temperature_of(manifest))
     report = score(probs, [e.label for e in examples], checkpoint.labels, manifest["decision"])
     report = {"checkpoint": manifest["version"], "data": list(args.data), **report}
     if args.report_dir:

@@ -15,8 +15,10 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
+from schemas.calibration import apply_temperature, share_parameters
 from schemas.checkpoint import FORMAT_VERSION, CheckpointError, pick_device, predict_probs, read_manifest
 
+from .calibrate import calibrate
 from .config import DataArguments, ModelArguments, TrainingArguments, recipe
 from .data import LABEL_NAMES, RatingCutoffs, cap_per_source, fingerprint, load_examples, split_examples
 from .errors import TrainerError
@@ -208,12 +210,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    val_probs = validation_probs()
+    raw_val_probs = validation_probs()
     model.eval()
+    calibration = calibrate(raw_val_probs, val_true, args.report_dir)
+    val_probs = apply_temperature(raw_val_probs, calibration["temperature"])
     decision, _ = tune_decision_rule(val_probs, val_true, labels)
     test = splits["test"]
-    test_probs = predict_probs(model, tokenizer, [e.text for e in test], max_length=model_args.max_length,
-                               batch_size=args.eval_batch_size, device=device)
+    test_probs = apply_temperature(predict_probs(model, tokenizer, [e.text for e in test], max_length=model_args.max_length,
+                                                 batch_size=args.eval_batch_size, device=device), calibration["temperature"])
     metrics = {
         "validation": _summary(score(val_probs, [e.label for e in validation], labels, decision)),
         "test": _summary(score(test_probs, [e.label for e in test], labels, decision)),
@@ -235,6 +239,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         "labels": labels,
         "max_length": model_args.max_length,
         "decision": decision,
+        "calibration": calibration,
+        "share_estimation": share_parameters(val_probs, val_true, labels),
         "metrics": metrics,
         "data": {
             "sources": list(data_args.data),

@@ -19,7 +19,9 @@ import orjson
 
 from schemas import format_timestamp
 
-from ..state.counters import CounterStore
+from schemas.shares import ShareEstimate, estimate_negative_share
+
+from ..state.counters import CounterStore, WindowStats
 from .rule import SpikeRule, Verdict, evaluate, recovered
 from .state import AlertStore, Subject
 
@@ -28,15 +30,16 @@ log = logging.getLogger("consumer.alerts")
 
 class SpikeDetector:
     def __init__(self, store: CounterStore, alerts: AlertStore, rule: SpikeRule, window_s: int, window_name: str,
-                 baseline_s: int, cooldown_s: int, baseline_refresh_s: float = 60.0) -> None:
+                 baseline_s: int, cooldown_s: int, baseline_refresh_s: float = 60.0, estimation: dict | None = None) -> None:
         self.store = store
+        self.estimation = estimation  # the labelling model's validation rates: shares are pacc estimates
         self.alerts = alerts
         self.rule = rule
         self.window_s, self.window_name, self.baseline_s = window_s, window_name, baseline_s
         self.cooldown_s = cooldown_s
         # The baseline moves slowly: re-read it once a minute, not per evaluation.
         self.baseline_refresh_s = baseline_refresh_s
-        self._baselines: dict[Subject, tuple[float, int, int]] = {}
+        self._baselines: dict[Subject, tuple[float, WindowStats]] = {}
         self.firing: set[Subject] = set()  # firing after the last check, as this process saw it
 
     def check(self, subjects: Iterable[Subject], now_ms: int | None = None) -> list[dict[str, Any]]:
@@ -56,37 +59,39 @@ class SpikeDetector:
         if len(self._baselines) > 100_000:  # forget baselines not refreshed for a while
             self._baselines = {s: b for s, b in self._baselines.items() if clock - b[0] < 3600}
         states = self.alerts.states(due)
-        shorts = dict(zip(due, self.store.window_counts_many([(kind, name, self.window_s) for kind, name in due], now_ms)))
+        shorts = dict(zip(due, self.store.window_stats_many([(kind, name, self.window_s) for kind, name in due], now_ms)))
+        estimates = {s: self._estimate(shorts[s]) for s in due}
         rule = self.rule
         candidates = [s for s in due if states[s].get("state") == "firing"
-                      or (sum(shorts[s].values()) >= rule.min_count
-                          and shorts[s].get("negative", 0) >= rule.min_increase * sum(shorts[s].values()))]
+                      or (estimates[s].count >= rule.min_count and (estimates[s].share or 0.0) >= rule.min_increase)]
         self._refresh_baselines(candidates, shorts, now_ms, clock)
         self.firing.difference_update(due)
         self.firing.update(s for s in due if states[s].get("state") == "firing")
         events = []
         for subject in candidates:
-            short, (_, base_negative, base_total), state = shorts[subject], self._baselines[subject], states[subject]
-            verdict = evaluate(rule, short.get("negative", 0), sum(short.values()), base_negative, base_total)
+            _, baseline = self._baselines[subject]
+            state = states[subject]
+            verdict = evaluate(rule, estimates[subject], self._estimate(baseline))
             if state.get("state") != "firing" and verdict.firing:
                 events.extend(self._fire(subject, verdict, now_ms))
             elif state.get("state") == "firing" and recovered(rule, verdict):
                 events.extend(self._resolve(subject, verdict, now_ms, state))
         return events
 
-    def _refresh_baselines(self, subjects: list[Subject], shorts: dict, now_ms: int, clock: float) -> None:
+    def _estimate(self, stats: WindowStats) -> ShareEstimate:
+        return estimate_negative_share(stats.counts, stats.prob_sums, self.estimation)
+
+    def _refresh_baselines(self, subjects: list[Subject], shorts: dict[Subject, WindowStats], now_ms: int, clock: float) -> None:
         def expired(subject) -> bool:
-            fetched, _, total = self._baselines.get(subject, (-math.inf, 0, 0))
+            fetched, baseline = self._baselines.get(subject, (-math.inf, None))
+            total = sum(baseline.counts.values()) if baseline else 0
             ttl = self.baseline_refresh_s if total >= self.rule.min_baseline else self.baseline_refresh_s / 6
             return clock - fetched >= ttl
 
         stale = [s for s in subjects if expired(s)]
-        longer = self.store.window_counts_many([(kind, name, self.baseline_s + self.window_s) for kind, name in stale], now_ms)
-        for subject, counts in zip(stale, longer):
-            short = shorts[subject]
-            base_negative = max(0, counts.get("negative", 0) - short.get("negative", 0))
-            base_total = max(0, sum(counts.values()) - sum(short.values()))
-            self._baselines[subject] = (clock, base_negative, base_total)
+        longer = self.store.window_stats_many([(kind, name, self.baseline_s + self.window_s) for kind, name in stale], now_ms)
+        for subject, stats in zip(stale, longer):
+            self._baselines[subject] = (clock, stats.minus(shorts[subject]))
 
     def _event(self, subject: Subject, verdict: Verdict, alert_id: str, state: str, fired_ms: int,
                resolved_ms: int | None) -> dict[str, Any]:
@@ -99,7 +104,8 @@ class SpikeDetector:
             "reference_share": round(verdict.reference_share, 4), "count": verdict.count,
             "baseline_count": verdict.baseline_count,
             "statistic": round(verdict.statistic, 3) if math.isfinite(verdict.statistic) else 99.0,
-            "test": "two_proportion_z" if verdict.baseline_share is not None else "one_sample_z_vs_prior",
+            "test": "two_sample_z" if verdict.baseline_share is not None else "one_sample_z_vs_prior",
+            "estimator": verdict.estimator,
             "fired_at": format_timestamp(fired_ms), "resolved_at": format_timestamp(resolved_ms) if resolved_ms else None,
         }
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from schemas.shares import ShareEstimate
+
 
 @dataclass(frozen=True)
 class SpikeRule:
@@ -30,22 +32,29 @@ class Verdict:
     statistic: float
     count: int
     baseline_count: int
+    estimator: str = "cc"  # how the shares were estimated (schemas/shares.py)
 
 
-def evaluate(rule: SpikeRule, short_negative: int, short_total: int, base_negative: int, base_total: int) -> Verdict:
-    share = short_negative / short_total if short_total else 0.0
-    if base_total >= rule.min_baseline:
-        base_share = base_negative / base_total
-        pooled = (short_negative + base_negative) / (short_total + base_total)
-        spread = math.sqrt(pooled * (1 - pooled) * (1 / max(short_total, 1) + 1 / base_total))
-        reference, baseline = base_share, base_share
+def evaluate(rule: SpikeRule, short: ShareEstimate, baseline: ShareEstimate) -> Verdict:
+    """Test the short window's estimated negative share against the baseline's (or the prior's).
+
+    The shares are the read side's estimates (pacc where the model's validation rates are
+    known), so the test uses their standard errors: z = (s - b) / sqrt(se_s² + se_b²), each
+    se from the estimate's 95% interval (Wilson on the mean probability, mapped through the
+    correction; see schemas/shares.py). Against the prior only se_s counts.
+    """
+    share = short.share or 0.0
+    se_short = short.standard_error
+    if baseline.count >= rule.min_baseline and baseline.share is not None:
+        reference, base_share = baseline.share, baseline.share
+        spread = math.sqrt(se_short**2 + baseline.standard_error**2)
     else:
-        reference, baseline = rule.prior_share, None
-        spread = math.sqrt(reference * (1 - reference) / max(short_total, 1))
+        reference, base_share = rule.prior_share, None
+        spread = se_short or math.sqrt(reference * (1 - reference) / max(short.count, 1))
     statistic = (share - reference) / spread if spread > 0 else (math.inf if share > reference else 0.0)
-    firing = (short_total >= rule.min_count and share - reference >= rule.min_increase
+    firing = (short.count >= rule.min_count and share - reference >= rule.min_increase
               and statistic >= rule.z_threshold)
-    return Verdict(firing, share, baseline, reference, statistic, short_total, base_total)
+    return Verdict(firing, share, base_share, reference, statistic, short.count, baseline.count, short.estimator)
 
 
 def recovered(rule: SpikeRule, verdict: Verdict) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from schemas import normalize_query
+from schemas.calibration import apply_temperature, temperature_of
 from schemas.checkpoint import encode, forward_sorted, load_checkpoint
 from schemas.decision import decide
 
@@ -48,6 +49,8 @@ class SentimentClassifier:
         self.name = loaded.manifest.get("name", "sentiment")
         self.max_length = int(loaded.manifest["max_length"])
         self.rule = loaded.manifest["decision"]
+        self.temperature = temperature_of(loaded.manifest)  # 1.0 for manifests without calibration
+        self.share_parameters = loaded.manifest.get("share_estimation")
         self.device = loaded.device
         self.tokenizer = loaded.tokenizer
         self.model = loaded.model
@@ -85,6 +88,7 @@ class SentimentClassifier:
         if todo:
             firsts = [positions[0] for positions in todo.values()]
             fresh, truncated = self.forward([texts[i] for i in firsts])
+            fresh = apply_temperature(fresh, self.temperature)
             for row, (key, positions) in zip(fresh, todo.items()):
                 probs[positions] = row
                 self.cache.put(key, row)

@@ -29,9 +29,14 @@ def _reason(exc: Exception) -> str:
 
 
 class CountStep:
-    def __init__(self, store: CounterStore, metrics: Metrics) -> None:
+    def __init__(self, store: CounterStore, metrics: Metrics, estimation: dict | None = None, model_version: str = "",
+                 refresh_s: float = 600.0) -> None:
         self.store = store
         self.metrics = metrics
+        self.estimation = estimation
+        self.model_version = model_version
+        self.refresh_s = refresh_s
+        self._published_at = float("-inf")
 
     def run(self, increments: list[Increment], waiter: Waiter) -> None:
         if not increments:
@@ -41,6 +46,10 @@ class CountStep:
             waiter.check()
             try:
                 self.store.apply(increments, int(time.time() * 1000))
+                if time.monotonic() - self._published_at >= self.refresh_s:
+                    # The read side corrects shares with the labelling model's validation rates.
+                    self.store.publish_estimation(self.estimation, self.model_version)
+                    self._published_at = time.monotonic()
                 waiter.recovered("redis")
                 return
             except RETRIABLE as exc:

@@ -18,7 +18,7 @@ from schemas import ErrorCode, labelled_event
 
 from ..kafka.output import Outgoing
 from ..observability import Metrics
-from ..state.counters import CounterLayout, Increment
+from ..state.counters import MICRO, CounterLayout, Increment
 from .records import DecodedBatch, LabelledBatch, Record
 from .validate import dead_letter
 
@@ -68,7 +68,8 @@ class Labeller:
             if reason:
                 self._not_counted(reason, event)
                 continue
-            where = (source.topic, source.partition, source.offset, event.ts_ms, label)
+            micro = tuple((name, int(round(float(p) * MICRO))) for name, p in zip(classifier.labels, probs[i]))
+            where = (source.topic, source.partition, source.offset, event.ts_ms, label, micro)
             if event.query_norm:
                 record.increments.append(Increment("query", event.query_norm, *where))
             record.increments.append(Increment("product", event.product_id, *where))

@@ -29,23 +29,31 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
+import orjson
 import redis
 
 SUBJECT_KINDS = {"query": "q", "product": "p"}
 COARSE_SECONDS = 3600
+PROB_PREFIX = "p:"  # bucket field of a label's probability sum, in micro-units
+MICRO = 1_000_000
 
 _APPLY = """
 -- KEYS[1]: fence hash; KEYS[2..]: bucket hashes
--- ARGV[1]: subject name; ARGV[2]: fence ttl (s); ARGV[3 .. 2+K]: expire-at (epoch s) per bucket key
--- then per event: "<topic>|<partition>", offset, label, bucket index, bucket index (1-based into buckets, 0 = none)
+-- ARGV[1]: subject name; ARGV[2]: fence ttl (s); ARGV[3]: P, the number of probability fields;
+-- ARGV[4 .. 3+P]: their names ("p:<label>"); ARGV[4+P .. 3+P+K]: expire-at (epoch s) per bucket key;
+-- then per event: "<topic>|<partition>", offset, label, bucket index, bucket index (1-based into
+-- buckets, 0 = none), and P fixed-point probabilities (micro-units)
 local fence = KEYS[1]
 local nbuckets = #KEYS - 1
+local nprobs = tonumber(ARGV[3])
+local first = 4 + nprobs + nbuckets
+local stride = 5 + nprobs
 local floor = {}
 local top = {}
 local touched = {}
 local applied = 0
 local ranked = {}
-for i = 3 + nbuckets, #ARGV, 5 do
+for i = first, #ARGV, stride do
   local tp = ARGV[i]
   local offset = tonumber(ARGV[i + 1])
   if floor[tp] == nil then
@@ -57,6 +65,10 @@ for i = 3 + nbuckets, #ARGV, 5 do
       local k = tonumber(ARGV[i + j])
       if k > 0 then
         redis.call('HINCRBY', KEYS[k + 1], ARGV[i + 2], 1)
+        for p = 1, nprobs do
+          local micro = tonumber(ARGV[i + 4 + p])
+          if micro > 0 then redis.call('HINCRBY', KEYS[k + 1], ARGV[3 + p], micro) end
+        end
         touched[k] = true
       end
     end
@@ -68,7 +80,7 @@ end
 for tp, offset in pairs(top) do redis.call('HSET', fence, tp, offset) end
 redis.call('HSET', fence, 'name', ARGV[1])
 redis.call('EXPIRE', fence, ARGV[2])
-for k, _ in pairs(touched) do redis.call('EXPIREAT', KEYS[k + 1], ARGV[2 + k]) end
+for k, _ in pairs(touched) do redis.call('EXPIREAT', KEYS[k + 1], ARGV[3 + nprobs + k]) end
 -- newly applied events per "<coarse bucket index>|<label>", for the rankings
 local out = {applied}
 for r, n in pairs(ranked) do out[#out + 1] = r; out[#out + 1] = n end
@@ -87,6 +99,8 @@ class Increment:
     offset: int
     ts_ms: int
     label: str
+    # Calibrated probability per label in micro-units (fixed point keeps the sums exact integers).
+    probs: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,14 +185,18 @@ class CounterStore:
                     expire_at.append(start + size + retention + size)
                 return buckets[key]
 
+            prob_fields = sorted({label for inc in items for label, _ in inc.probs})
             args: list = []
             for inc in sorted(items, key=lambda i: (i.topic, i.partition, i.offset)):
                 fine = layout.fine_horizon and inc.ts_ms >= now_ms - (layout.fine_horizon + layout.bucket_seconds) * 1000
+                probs = dict(inc.probs)
                 args += [f"{inc.topic}|{inc.partition}", inc.offset, inc.label,
-                         bucket_index(False, inc.ts_ms) if fine else 0, bucket_index(True, inc.ts_ms)]
+                         bucket_index(False, inc.ts_ms) if fine else 0, bucket_index(True, inc.ts_ms),
+                         *(probs.get(label, 0) for label in prob_fields)]
             script_results.append(len(pipe))
             ranked_subjects.append((kind, name, starts))
-            self._apply(keys=[layout.fence_key(kind, name), *buckets], args=[name, fence_ttl, *expire_at, *args], client=pipe)
+            header = [name, fence_ttl, len(prob_fields), *(PROB_PREFIX + label for label in prob_fields)]
+            self._apply(keys=[layout.fence_key(kind, name), *buckets], args=[*header, *expire_at, *args], client=pipe)
         replies = pipe.execute()
         self._rank(ranked_subjects, [replies[i] for i in script_results])
         return sum(replies[i][0] for i in script_results)
@@ -201,6 +219,20 @@ class CounterStore:
         if keys:
             pipe.execute()
 
+    def estimation_key(self) -> str:
+        return f"{self.layout.prefix}:estimation"
+
+    def publish_estimation(self, parameters: dict | None, model_version: str) -> None:
+        """What the read side needs to correct shares (the manifest's validation rates), for as long as
+        the counters it applies to live."""
+        if parameters:
+            payload = orjson.dumps({**parameters, "model_version": model_version})
+            self.client.set(self.estimation_key(), payload, ex=self.layout.longest + COARSE_SECONDS)
+
+    def estimation(self) -> dict | None:
+        raw = self.client.get(self.estimation_key())
+        return orjson.loads(raw) if raw else None
+
     def ranked_subjects(self, kind: str, label: str, window_s: int, now_ms: int, count: int) -> set[str]:
         """The subjects with the most events of `label` in each hour overlapping the window: at most
         count per hour, so a top list reads O(count) subjects however many are active."""
@@ -211,10 +243,13 @@ class CounterStore:
 
     def window_counts(self, kind: str, name: str, window_s: int, now_ms: int) -> Counter:
         """Counts per label over the window ending now, by summing buckets."""
-        return self.window_counts_many([(kind, name, window_s)], now_ms)[0]
+        return self.window_stats_many([(kind, name, window_s)], now_ms)[0].counts
 
     def window_counts_many(self, requests: list[tuple[str, str, int]], now_ms: int) -> list[Counter]:
-        """Counts for several (kind, name, window_s) in one pipelined round trip.
+        return [stats.counts for stats in self.window_stats_many(requests, now_ms)]
+
+    def window_stats_many(self, requests: list[tuple[str, str, int]], now_ms: int) -> list["WindowStats"]:
+        """Counts and probability sums for several (kind, name, window_s) in one pipelined round trip.
 
         Windows up to the fine horizon use fine buckets (resolution --bucket-seconds);
         longer windows sum whole event-time hours, the current one included.
@@ -235,9 +270,27 @@ class CounterStore:
         buckets = iter(pipe.execute())
         out = []
         for count in spans:
-            totals: Counter = Counter()
+            stats = WindowStats(Counter(), {})
             for _ in range(count):
-                for label, value in next(buckets).items():
-                    totals[label.decode()] += int(value)
-            out.append(totals)
+                for field, value in next(buckets).items():
+                    field = field.decode()
+                    if field.startswith(PROB_PREFIX):
+                        label = field[len(PROB_PREFIX):]
+                        stats.prob_sums[label] = stats.prob_sums.get(label, 0.0) + int(value) / MICRO
+                    else:
+                        stats.counts[field] += int(value)
+            out.append(stats)
         return out
+
+
+@dataclass
+class WindowStats:
+    """A window's argmax counts per label and sums of calibrated probability per label."""
+
+    counts: Counter
+    prob_sums: dict[str, float]
+
+    def minus(self, other: "WindowStats") -> "WindowStats":
+        counts = Counter({k: max(0, v - other.counts.get(k, 0)) for k, v in self.counts.items()})
+        sums = {k: max(0.0, v - other.prob_sums.get(k, 0.0)) for k, v in self.prob_sums.items()}
+        return WindowStats(counts, sums)

@@ -10,7 +10,7 @@ import pytest
 from consumer.state.counters import CounterLayout, CounterStore
 from tests.conftest import REDIS_URL, unique
 
-from .harness import ConsumerProcess, expected_counts
+from .harness import ConsumerProcess, expected_counts, expected_prob_sums
 
 LAYOUT_WINDOWS = (300, 3600, 86400)
 
@@ -39,9 +39,15 @@ def stream(kafka_bootstrap, make_topic, redis_prefix, tiny_checkpoint, tmp_path)
 
 
 def assert_counters_exact(store: CounterStore, events: dict[str, dict]) -> None:
+    """Counts equal the unique outputs; probability sums equal their calibrated probs (to the micro-unit rounding)."""
     now = int(time.time() * 1000)
+    sums = expected_prob_sums(events)
     for (kind, name), expected in expected_counts(events).items():
-        assert store.window_counts(kind, name, 86400, now) == expected, (kind, name)
         assert store.window_counts(kind, name, 300, now) == expected, (kind, name)
+        stats = store.window_stats_many([(kind, name, 86400)], now)[0]
+        assert stats.counts == expected, (kind, name)
+        n = sum(expected.values())
+        for label, total in sums[(kind, name)].items():
+            assert abs(stats.prob_sums.get(label, 0.0) - total) <= 2e-6 * n, (kind, name, label)
 
 

@@ -160,3 +160,15 @@ def expected_counts(events: dict[str, dict]) -> dict[tuple[str, str], Counter]:
             out.setdefault(("query", event["query_norm"]), Counter())[label] += 1
         out.setdefault(("product", event["product_id"]), Counter())[label] += 1
     return out
+
+
+def expected_prob_sums(events: dict[str, dict]) -> dict[tuple[str, str], dict[str, float]]:
+    """What the probability sums must hold: calibrated probs per (kind, subject) from unique labelled events."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for event in events.values():
+        subjects = [("product", event["product_id"])] + ([("query", event["query_norm"])] if event.get("query_norm") else [])
+        for subject in subjects:
+            sums = out.setdefault(subject, {})
+            for label, p in event["sentiment"]["probs"].items():
+                sums[label] = sums.get(label, 0.0) + p
+    return out

@@ -1,47 +1,61 @@
-"""The spike rule on hand-computed cases."""
+"""The spike rule on hand-computed cases (shares estimated from counts, as for counters without probabilities)."""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 
 from consumer.alerts.rule import SpikeRule, evaluate, recovered
+from schemas.shares import ShareEstimate, estimate_negative_share
 
 RULE = SpikeRule()
 
 
-def test_sharp_rise_over_a_baseline_fires_with_the_two_proportion_z():
-    verdict = evaluate(RULE, short_negative=30, short_total=50, base_negative=100, base_total=1000)
-    pooled = 130 / 1050
-    z = (0.6 - 0.1) / math.sqrt(pooled * (1 - pooled) * (1 / 50 + 1 / 1000))
-    assert verdict.firing and verdict.statistic == pytest.approx(z)
-    assert verdict.baseline_share == pytest.approx(0.1) and verdict.count == 50
+def share(negative: int, total: int) -> ShareEstimate:
+    return estimate_negative_share(Counter(negative=negative, positive=total - negative), {}, None)
+
+
+def verdict(short_negative, short_total, base_negative, base_total):
+    return evaluate(RULE, share(short_negative, short_total), share(base_negative, base_total))
+
+
+def test_sharp_rise_over_a_baseline_fires_with_the_two_sample_z():
+    v = verdict(30, 50, 100, 1000)
+    z = (0.6 - 0.1) / math.sqrt(share(30, 50).standard_error ** 2 + share(100, 1000).standard_error ** 2)
+    assert v.firing and v.statistic == pytest.approx(z) and 5 < z < 9
+    assert v.baseline_share == pytest.approx(0.1) and v.count == 50
 
 
 def test_steady_share_does_not_fire():
-    assert not evaluate(RULE, 6, 50, 100, 1000).firing
+    assert not verdict(6, 50, 100, 1000).firing
 
 
 def test_minimum_volume_guard():
-    assert not evaluate(RULE, 2, 2, 100, 1000).firing  # 100% negative, but 2 events
-    assert not evaluate(RULE, 19, 19, 100, 1000).firing
-    assert evaluate(RULE, 20, 20, 100, 1000).firing
+    assert not verdict(2, 2, 100, 1000).firing  # 100% negative, but 2 events
+    assert not verdict(19, 19, 100, 1000).firing
+    assert verdict(20, 20, 100, 1000).firing
 
 
 def test_small_rise_that_is_significant_but_not_large_does_not_fire():
-    verdict = evaluate(RULE, 2200, 10000, 1000, 10000)  # 22% vs 10%: z is huge, rise is 12 points
-    assert verdict.statistic > 10 and not verdict.firing
+    v = verdict(2200, 10000, 1000, 10000)  # 22% vs 10%: z is huge, rise is 12 points
+    assert v.statistic > 10 and not v.firing
 
 
 def test_new_query_is_tested_against_the_prior():
-    verdict = evaluate(RULE, 18, 25, 3, 10)  # 10 baseline events: too few, the prior (25%) is the reference
-    assert verdict.baseline_share is None and verdict.reference_share == 0.25
-    assert verdict.firing
-    assert not evaluate(RULE, 9, 25, 0, 0).firing  # 36%: +11 points over the prior
+    v = verdict(18, 25, 3, 10)  # 10 baseline events: too few, the prior (25%) is the reference
+    assert v.baseline_share is None and v.reference_share == 0.25
+    assert v.firing
+    assert not verdict(9, 25, 0, 0).firing  # 36%: +11 points over the prior
 
 
 def test_hysteresis_on_recovery():
-    assert not recovered(RULE, evaluate(RULE, 10, 50, 100, 1000))  # 20% vs 10%: +10 > 7.5 points
-    assert recovered(RULE, evaluate(RULE, 8, 50, 100, 1000))  # 16%: +6 points
-    assert recovered(RULE, evaluate(RULE, 0, 0, 100, 1000))  # traffic stopped
+    assert not recovered(RULE, verdict(10, 50, 100, 1000))  # 20% vs 10%: +10 > 7.5 points
+    assert recovered(RULE, verdict(8, 50, 100, 1000))  # 16%: +6 points
+    assert recovered(RULE, verdict(0, 0, 100, 1000))  # traffic stopped
+
+
+def test_small_counts_need_a_larger_rise():
+    # The same 60% share: significant over 50 events, not over 5 (the interval is wide).
+    assert verdict(30, 50, 100, 1000).statistic > 2 * verdict(3, 5, 100, 1000).statistic

@@ -22,6 +22,8 @@ from tests.conftest import REDIS_URL
 from .harness import ROOT, free_port
 
 MINUTE = 60_000
+ESTIMATION = {"labels": ["negative", "neutral", "positive"], "support": [100, 100, 100],
+              "mean_probs": [[0.8, 0.1, 0.1], [0.3, 0.4, 0.3], [0.1, 0.1, 0.8]]}
 
 
 @pytest.fixture
@@ -32,12 +34,17 @@ def known_data(redis_prefix):
     store = CounterStore(client, CounterLayout(prefix))
     now = int(time.time() * 1000)
     incs, offset = [], 0
+    probs = {"negative": (("negative", 800_000), ("neutral", 100_000), ("positive", 100_000)),
+             "positive": (("negative", 100_000), ("neutral", 100_000), ("positive", 800_000))}
     for query, product, negative, positive in (("蓝牙耳机", "p-1", 8, 2), ("usb c cable", "p-2", 1, 9), ("rare query", "p-3", 3, 0)):
         for label in ["negative"] * negative + ["positive"] * positive:
             for kind, name in (("query", query), ("product", product)):
-                incs.append(Increment(kind, name, "t", 0, offset, now - 2 * MINUTE, label))
+                incs.append(Increment(kind, name, "t", 0, offset, now - 2 * MINUTE, label, probs[label]))
             offset += 1
     store.apply(incs, now)
+    # The validation rates of a model whose negatives average P(neg) 0.8 and positives 0.1:
+    # the adjusted estimate recovers the true shares exactly on this data.
+    store.publish_estimation(ESTIMATION, "v-test")
     SpikeDetector(store, AlertStore(client, store.layout, 90000), SpikeRule(min_count=5), 300, "5m", 86400, 900).check([("query", "蓝牙耳机")], now)
     return prefix
 
@@ -71,8 +78,11 @@ def get(url: str) -> tuple[int, dict]:
 def test_query_and_product_sentiment(api):
     status, body = get(f"{api}/queries/{quote('  蓝牙耳机 ')}/sentiment?window=5m")
     assert status == 200
+    low, high = body.pop("interval_95")
     assert body == {"query": "  蓝牙耳机 ", "query_norm": "蓝牙耳机", "window": "5m",
-                    "counts": {"negative": 8, "neutral": 0, "positive": 2}, "total": 10, "negative_share": 0.8}
+                    "counts": {"negative": 8, "neutral": 0, "positive": 2}, "total": 10, "negative_share": 0.8,
+                    "estimator": "pacc", "counted_negative_share": 0.8}
+    assert 0.3 < low < 0.8 < high <= 1.0  # ten events: a wide interval
     status, body = get(f"{api}/products/p-2/sentiment?window=1h")
     assert status == 200 and body["counts"] == {"negative": 1, "neutral": 0, "positive": 9}
     status, body = get(f"{api}/queries/never%20seen/sentiment")
@@ -82,8 +92,8 @@ def test_query_and_product_sentiment(api):
 def test_top_and_alerts(api):
     status, body = get(f"{api}/top?label=negative&window=1h&min_count=5&limit=10")
     assert status == 200
-    assert [(r["query"], r["count"], r["total"], r["share"]) for r in body["results"]] == [
-        ("蓝牙耳机", 8, 10, 0.8), ("usb c cable", 1, 10, 0.1)]
+    assert [(r["query"], r["count"], r["total"], r["share"], r["estimator"]) for r in body["results"]] == [
+        ("蓝牙耳机", 8, 10, 0.8, "pacc"), ("usb c cable", 1, 10, 0.1, "pacc")]
     status, body = get(f"{api}/top?label=positive&window=24h&min_count=1&limit=1")
     assert [r["query"] for r in body["results"]] == ["usb c cable"]
     status, body = get(f"{api}/alerts?state=firing")
@@ -122,8 +132,8 @@ def test_cli_stats_and_top(known_data):
 
     stats = cli("stats", "--query", "蓝牙耳机", "--window", "5m")
     assert stats.returncode == 0, stats.stderr
-    assert orjson.loads(stats.stdout) == {"query": "蓝牙耳机", "query_norm": "蓝牙耳机", "window": "5m",
-                                          "counts": {"negative": 8, "neutral": 0, "positive": 2}, "total": 10, "negative_share": 0.8}
+    out = orjson.loads(stats.stdout)
+    assert (out["counts"], out["negative_share"], out["estimator"]) == ({"negative": 8, "neutral": 0, "positive": 2}, 0.8, "pacc")
     top = cli("top", "--label", "negative", "--window", "1h", "--min-count", "5", "--limit", "1")
     assert [r["query"] for r in orjson.loads(top.stdout)["results"]] == ["蓝牙耳机"]
     bad = cli("top", "--window", "1fortnight")

@@ -76,3 +76,17 @@ def test_rankings_are_bounded_and_not_inflated_by_replays(redis_prefix):
     ranking = client.zrevrange(store.layout.rank_key("query", "negative", hour), 0, -1, withscores=True)
     assert [(m.decode(), int(s)) for m, s in ranking] == [(f"q{i:02d}", i + 1) for i in range(29, 19, -1)]
     assert store.ranked_subjects("query", "negative", 3600, now, 3) == {"q29", "q28", "q27"}
+
+
+def test_probability_sums_are_exact_under_a_replayed_range(redis_prefix):
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
+    now = int(time.time() * 1000)
+    probs = (("negative", 612_345), ("neutral", 87_655), ("positive", 300_000))
+    incs = [Increment("query", "q", "t", 0, o, now, "negative", probs) for o in range(10)]
+    store.apply(incs[:6], now)
+    store.apply(incs, now)  # offsets 0..5 replayed: fenced for the sums as for the counts
+    for window in (300, 86400):
+        stats = store.window_stats_many([("query", "q", window)], now)[0]
+        assert stats.counts == {"negative": 10}
+        assert stats.prob_sums == {"negative": 6.12345, "neutral": 0.87655, "positive": 3.0}

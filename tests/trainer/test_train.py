@@ -37,6 +37,36 @@ def test_checkpoint_layout_manifest_and_load(tiny_checkpoint):
     assert loaded.model.config.num_labels == 3 and str(loaded.device) == "cpu"
 
 
+def test_calibration_and_share_rates_are_in_the_manifest(tiny_checkpoint):
+    manifest = read_manifest(tiny_checkpoint)
+    calibration = manifest["calibration"]
+    assert calibration["kind"] == "temperature" and calibration["temperature"] > 0
+    # Fitted by minimising validation NLL, so it can only lower it (T = 1 is on the grid's path).
+    assert calibration["validation_nll_after"] <= calibration["validation_nll_before"]
+    rates = manifest["share_estimation"]
+    assert rates["labels"] == manifest["labels"] and len(rates["mean_probs"]) == 3
+    assert all(abs(sum(row) - 1) < 1e-3 for row in rates["mean_probs"])
+    # Each true label's own probability is its row's largest: the rates can be inverted.
+    assert all(row.index(max(row)) == i for i, row in enumerate(rates["mean_probs"]))
+    assert sum(rates["support"]) == manifest["data"]["splits"]["validation"]["size"]
+
+
+def test_manifest_without_calibration_still_loads(tiny_checkpoint, tmp_path):
+    import shutil
+
+    from consumer.model.classifier import SentimentClassifier
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_checkpoint.resolve(), old)
+    manifest = orjson.loads((old / "manifest.json").read_bytes())
+    for key in ("calibration", "share_estimation"):
+        manifest.pop(key)
+    (old / "manifest.json").write_bytes(orjson.dumps(manifest))
+    model = SentimentClassifier(str(old), "cpu", cache_size=0)
+    assert model.temperature == 1.0 and model.share_parameters is None
+    assert model.classify(["great value"]).probs.shape == (1, 3)
+
+
 def test_beats_majority_class_on_held_out_split(tiny_checkpoint):
     manifest = read_manifest(tiny_checkpoint)
     test = manifest["metrics"]["test"]
