@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from consumer.redis_client import connect  # noqa: E402
 from consumer.state.counters import CounterLayout, CounterStore  # noqa: E402
+from schemas.shares import estimate_negative_share  # noqa: E402
 from schemas import normalize_query  # noqa: E402
 from trainer.corpora import read_builtin  # noqa: E402
 
@@ -199,16 +200,19 @@ def _cell(text: str, width: int) -> str:
 
 def _print_view(store: CounterStore, produced: int, labelled: int, alerts: list[dict]) -> None:
     now = int(time.time() * 1000)
+    estimation = store.estimation()
     rows = []
-    for query, _ in QUERIES:
-        counts = store.window_counts("query", normalize_query(query), 300, now)
-        total = sum(counts.values())
-        rows.append((query, total, counts.get("negative", 0), counts.get("neutral", 0), counts.get("positive", 0),
-                     counts.get("negative", 0) / total if total else 0.0))
+    stats = store.window_stats_many([("query", normalize_query(query), 300) for query, _ in QUERIES], now)
+    for (query, _), window in zip(QUERIES, stats):
+        counts = window.counts
+        estimate = estimate_negative_share(counts, window.prob_sums, estimation)
+        rows.append((query, sum(counts.values()), counts.get("negative", 0), counts.get("neutral", 0), counts.get("positive", 0),
+                     estimate.share or 0.0, estimate))
     print(f"\n[{time.strftime('%H:%M:%S')}] live events produced {produced}, labelled {max(0, labelled)} -- last 5 minutes per query (Redis)")
-    print(f"  {'query':<22}{'total':>7}{'neg':>6}{'neu':>6}{'pos':>6}  negative share")
-    for query, total, neg, neu, pos, share in sorted(rows, key=lambda r: -r[1]):
-        print(f"  {_cell(query, 22)}{total:>7}{neg:>6}{neu:>6}{pos:>6}  {share:6.1%} {'#' * round(share * 20)}")
+    print(f"  {'query':<22}{'total':>7}{'neg':>6}{'neu':>6}{'pos':>6}  negative share (estimated, 95% interval)")
+    for query, total, neg, neu, pos, share, estimate in sorted(rows, key=lambda r: -r[1]):
+        interval = f"[{estimate.low:.0%}-{estimate.high:.0%}] {estimate.estimator}" if estimate.share is not None else ""
+        print(f"  {_cell(query, 22)}{total:>7}{neg:>6}{neu:>6}{pos:>6}  {share:6.1%} {interval:<18} {'#' * round(share * 20)}")
     top = sorted((r for r in rows if r[1] >= 10), key=lambda r: -r[5])[:3]
     print("  top negative: " + ", ".join(f"{r[0]} ({r[5]:.0%})" for r in top), flush=True)
     latest = {a["alert_id"]: a for a in alerts}  # in topic order, so the newest state wins
