@@ -38,6 +38,7 @@ class ShareEstimate:
     high: float | None
     estimator: str  # "pacc" | "pcc" | "cc" | "none"
     count: int
+    labelled_negative: int = 0  # events the decision rule labelled negative (the counting statistic)
 
     @property
     def standard_error(self) -> float:
@@ -84,18 +85,19 @@ def estimate_negative_share(counts: Mapping[str, int], prob_sums: Mapping[str, f
                             params: Mapping[str, Any] | None) -> ShareEstimate:
     """The best available estimate of the negative share: pacc, else pcc, else cc."""
     n = sum(counts.values())
+    negatives = counts.get(NEGATIVE, 0)
     if n == 0:
         return ShareEstimate(None, None, None, "none", 0)
     if not prob_sums:  # counters written before probability sums existed
-        share = counts.get(NEGATIVE, 0) / n
+        share = negatives / n
         low, high = wilson(share, n)
-        return ShareEstimate(share, low, high, "cc", n)
+        return ShareEstimate(share, low, high, "cc", n, negatives)
     labels = list(params["labels"]) if params else sorted(prob_sums)
     q = np.array([prob_sums.get(label, 0.0) / n for label in labels])
     q_neg = q[labels.index(NEGATIVE)] if NEGATIVE in labels else prob_sums.get(NEGATIVE, 0.0) / n
     low_q, high_q = wilson(float(q_neg), n)
     if not _usable(params, list(prob_sums)):
-        return ShareEstimate(float(q_neg), low_q, high_q, "pcc", n)
+        return ShareEstimate(float(q_neg), low_q, high_q, "pcc", n, negatives)
     m = np.array(params["mean_probs"], dtype=float)
     i = labels.index(NEGATIVE)
     shares = pacc(q / max(q.sum(), 1e-12), m)
@@ -108,7 +110,7 @@ def estimate_negative_share(counts: Mapping[str, int], prob_sums: Mapping[str, f
         return min(1.0, max(0.0, (v - m0) / (m1 - m0)))
 
     share = float(shares[i])
-    return ShareEstimate(share, min(share, mapped(low_q)), max(share, mapped(high_q)), "pacc", n)
+    return ShareEstimate(share, min(share, mapped(low_q)), max(share, mapped(high_q)), "pacc", n, negatives)
 
 
 def counted_share(counts: Mapping[str, int]) -> float | None:

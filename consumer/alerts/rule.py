@@ -36,22 +36,30 @@ class Verdict:
 
 
 def evaluate(rule: SpikeRule, short: ShareEstimate, baseline: ShareEstimate) -> Verdict:
-    """Test the short window's estimated negative share against the baseline's (or the prior's).
+    """Is the short window's estimated negative share a significant, large rise over the baseline's?
 
-    The shares are the read side's estimates (pacc where the model's validation rates are
-    known), so the test uses their standard errors: z = (s - b) / sqrt(se_s² + se_b²), each
-    se from the estimate's 95% interval (Wilson on the mean probability, mapped through the
-    correction; see schemas/shares.py). Against the prior only se_s counts.
+    Size: the estimated shares (pacc where the model's validation rates are known), so a
+    biased classifier neither hides nor invents a rise. Significance against a baseline:
+    an adjusted estimate is a linear map of its counting statistic, π = (c − m0)/(m1 − m0)
+    with the same m0, m1 in both windows, so the z of a difference of adjusted shares
+    equals the z of the difference of the counted shares — whose binomial variance is
+    exact. So the test is the pooled two-proportion z on the labelled-negative counts.
+    Against the prior (no usable baseline) the estimate itself is tested, with the
+    standard error of its interval.
     """
     share = short.share or 0.0
-    se_short = short.standard_error
     if baseline.count >= rule.min_baseline and baseline.share is not None:
         reference, base_share = baseline.share, baseline.share
-        spread = math.sqrt(se_short**2 + baseline.standard_error**2)
+        counted_short = short.labelled_negative / max(short.count, 1)
+        counted_base = baseline.labelled_negative / baseline.count
+        pooled = (short.labelled_negative + baseline.labelled_negative) / (short.count + baseline.count)
+        spread = math.sqrt(pooled * (1 - pooled) * (1 / max(short.count, 1) + 1 / baseline.count))
+        difference = counted_short - counted_base
     else:
         reference, base_share = rule.prior_share, None
-        spread = se_short or math.sqrt(reference * (1 - reference) / max(short.count, 1))
-    statistic = (share - reference) / spread if spread > 0 else (math.inf if share > reference else 0.0)
+        spread = short.standard_error or math.sqrt(reference * (1 - reference) / max(short.count, 1))
+        difference = share - reference
+    statistic = difference / spread if spread > 0 else (math.inf if difference > 0 else 0.0)
     firing = (short.count >= rule.min_count and share - reference >= rule.min_increase
               and statistic >= rule.z_threshold)
     return Verdict(firing, share, base_share, reference, statistic, short.count, baseline.count, short.estimator)

@@ -21,11 +21,21 @@ def verdict(short_negative, short_total, base_negative, base_total):
     return evaluate(RULE, share(short_negative, short_total), share(base_negative, base_total))
 
 
-def test_sharp_rise_over_a_baseline_fires_with_the_two_sample_z():
+def test_sharp_rise_over_a_baseline_fires_with_the_two_proportion_z():
     v = verdict(30, 50, 100, 1000)
-    z = (0.6 - 0.1) / math.sqrt(share(30, 50).standard_error ** 2 + share(100, 1000).standard_error ** 2)
-    assert v.firing and v.statistic == pytest.approx(z) and 5 < z < 9
+    pooled = 130 / 1050
+    z = (0.6 - 0.1) / math.sqrt(pooled * (1 - pooled) * (1 / 50 + 1 / 1000))
+    assert v.firing and v.statistic == pytest.approx(z)
     assert v.baseline_share == pytest.approx(0.1) and v.count == 50
+
+
+def test_the_size_of_the_rise_is_judged_on_the_estimated_shares():
+    # Counted shares rise 10% -> 30% (+20 points), but the adjusted estimates say 12% -> 22%: no alert.
+    base = ShareEstimate(0.12, 0.10, 0.14, "pacc", 1000, 100)
+    short = ShareEstimate(0.22, 0.12, 0.35, "pacc", 50, 15)
+    v = evaluate(RULE, short, base)
+    assert v.statistic > RULE.z_threshold and not v.firing and v.estimator == "pacc"
+    assert evaluate(RULE, ShareEstimate(0.40, 0.3, 0.5, "pacc", 50, 15), base).firing
 
 
 def test_steady_share_does_not_fire():
@@ -56,6 +66,7 @@ def test_hysteresis_on_recovery():
     assert recovered(RULE, verdict(0, 0, 100, 1000))  # traffic stopped
 
 
-def test_small_counts_need_a_larger_rise():
-    # The same 60% share: significant over 50 events, not over 5 (the interval is wide).
-    assert verdict(30, 50, 100, 1000).statistic > 2 * verdict(3, 5, 100, 1000).statistic
+def test_small_counts_need_a_larger_rise_against_the_prior():
+    # The same 80% share: the estimate's interval is much wider over 5 events than over 25.
+    assert share(4, 5).standard_error > 1.8 * share(20, 25).standard_error
+    assert verdict(20, 25, 0, 0).statistic > verdict(4, 5, 0, 0).statistic
