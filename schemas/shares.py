@@ -112,7 +112,3 @@ def estimate_negative_share(counts: Mapping[str, int], prob_sums: Mapping[str, f
     share = float(shares[i])
     return ShareEstimate(share, min(share, mapped(low_q)), max(share, mapped(high_q)), "pacc", n, negatives)
 
-
-def counted_share(counts: Mapping[str, int]) -> float | None:
-    n = sum(counts.values())
-    return counts.get(NEGATIVE, 0) / n if n else None

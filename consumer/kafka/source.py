@@ -37,6 +37,7 @@ class KafkaSource:
         self.config = config
         self.topics = topics
         self.epochs: dict[TP, int] = {}
+        self.paused = False  # keepalive paused the assignment; pause once per wait, not per poll
         self._next_epoch = 0
         self.on_revoked: Callable[[set[TP]], None] = lambda partitions: None
         self.on_lost: Callable[[set[TP]], None] = lambda partitions: None
@@ -52,6 +53,7 @@ class KafkaSource:
 
     # -- rebalance callbacks (run inside poll/consume) --------------------------------------
     def _assigned(self, consumer, partitions) -> None:
+        self.paused = False  # new partitions arrive unpaused: the next keepalive pauses the whole assignment
         for p in partitions:
             self._bump((p.topic, p.partition))
         log.info("partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
@@ -99,14 +101,18 @@ class KafkaSource:
 
     def keepalive(self) -> None:
         """Poll with partitions paused: serves rebalance callbacks and keeps the member alive."""
-        self.consumer.pause(self.consumer.assignment())
+        if not self.paused:
+            self.consumer.pause(self.consumer.assignment())
+            self.paused = True
         msg = self.consumer.poll(0)
         if msg is not None and msg.error() is None:
             # Fetched before the pause took effect: put it back, it is not part of any batch.
             self.consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
 
     def resume(self) -> None:
+        # Unconditional: a rebalance during the wait may have left paused partitions behind the flag.
         self.consumer.resume(self.consumer.assignment())
+        self.paused = False
 
     def commit(self, offsets: dict[TP, int], asynchronous: bool) -> None:
         self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=asynchronous)

@@ -245,9 +245,6 @@ class CounterStore:
         """Counts per label over the window ending now, by summing buckets."""
         return self.window_stats_many([(kind, name, window_s)], now_ms)[0].counts
 
-    def window_counts_many(self, requests: list[tuple[str, str, int]], now_ms: int) -> list[Counter]:
-        return [stats.counts for stats in self.window_stats_many(requests, now_ms)]
-
     def window_stats_many(self, requests: list[tuple[str, str, int]], now_ms: int) -> list["WindowStats"]:
         """Counts and probability sums for several (kind, name, window_s) in one pipelined round trip.
 

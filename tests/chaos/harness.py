@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.alerts.state import AlertStore
 from consumer.state.counters import CounterLayout, CounterStore
-from tests.consumer.harness import ConsumerProcess, committed, expected_counts, labelled_by_id, read_topic
+from tests.consumer.harness import ConsumerProcess, expected_counts, labelled_by_id, read_topic, wait_committed
 
 LOAD = Path(__file__).with_name("load.jsonl")
 LAYOUT_WINDOWS = (300, 3600, 86400)
@@ -129,9 +129,7 @@ class ChaosStream:
         feeder.done.wait(300)
         total = len(events) + poison
         self.wait_labelled(len(events), 300)
-        deadline = time.monotonic() + 120
-        while committed(self.bootstrap, self.group, self.topics["input"], 4) < total and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_committed(self.bootstrap, self.group, self.topics["input"], 4, total, timeout=120)
         recover_s = round(time.monotonic() - self.faults_cleared_at, 1)
         # Alerts are sent off the commit path: wait until the outbox in Redis is empty.
         alerts = AlertStore(redis.Redis.from_url(redis_url or self.redis_url), self.layout, 3600)

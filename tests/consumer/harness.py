@@ -90,6 +90,14 @@ def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
     return sum(max(tp.offset, 0) for tp in offsets)
 
 
+def wait_committed(bootstrap: str, group: str, topic: str, partitions: int, expect: int, timeout: float = 60) -> int:
+    """Committed offsets summed over the partitions, once they reach `expect` or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while (done := committed(bootstrap, group, topic, partitions)) < expect and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return done
+
+
 class ConsumerProcess:
     """`python -m consumer run` as a child process with its own topics, group and Redis prefix."""
 

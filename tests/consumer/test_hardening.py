@@ -14,15 +14,12 @@ from consumer.state.counters import CounterStore
 from tests.services.redis_server import RedisServer
 
 from .conftest import assert_counters_exact
-from .harness import committed, labelled_by_id, make_events, produce, read_topic
+from .harness import committed, labelled_by_id, make_events, produce, read_topic, wait_committed
 from .test_alerts import _mix, _pick_texts
 
 
 def _wait_committed(stream, expect: int, timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
-    while (done := committed(stream["bootstrap"], stream["group"], stream["topics"]["input"], 4)) < expect and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return done
+    return wait_committed(stream["bootstrap"], stream["group"], stream["topics"]["input"], 4, expect, timeout)
 
 
 def _wait_for(predicate, timeout: float, what: str):
