@@ -11,9 +11,14 @@ STAMP := $(VENV)/.installed
 
 KAFKA_PORT ?= 9092
 REDIS_PORT ?= 6379
-export KAFKA_PORT REDIS_PORT
-export KAFKA_BOOTSTRAP_SERVERS ?= 127.0.0.1:$(KAFKA_PORT)
-export REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)/0
+# KAFKA_BROKERS=3: a local 3-broker KRaft cluster on KAFKA_PORT and the next two ports.
+# REDIS_CLUSTER=1: a local Redis Cluster (3 masters + 3 replicas) on REDIS_PORT and the next five;
+# the consumer, stats, top and serve read the same variable.
+KAFKA_BROKERS ?= 1
+REDIS_CLUSTER ?= 0
+export KAFKA_PORT REDIS_PORT KAFKA_BROKERS REDIS_CLUSTER
+export KAFKA_BOOTSTRAP_SERVERS ?= $(shell seq -s, -f '127.0.0.1:%g' $(KAFKA_PORT) $$(($(KAFKA_PORT) + $(KAFKA_BROKERS) - 1)))
+export REDIS_URL ?= redis://127.0.0.1:$(REDIS_PORT)$(if $(filter 1,$(REDIS_CLUSTER)),,/0)
 # Models and data come from installed packages only; never reach for a hub.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

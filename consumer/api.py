@@ -16,11 +16,11 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
-import redis
 
 from . import views
 from .alerts.state import AlertStore
 from .httpserver import BoundedHTTPServer
+from .redis_client import REDIS_ERRORS
 from .state.counters import CounterStore
 
 log = logging.getLogger("consumer.api")
@@ -96,7 +96,7 @@ def route(store: CounterStore, alerts: AlertStore, method: str, target: str) -> 
             return 200, views.alerts(alerts, params.get("state", [None])[-1])
     except views.BadRequest as exc:
         return 400, {"error": str(exc)}
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         log.warning("redis error", extra={"error": str(exc)[:200]})
         return 503, {"error": "counters unavailable (Redis)"}
     return 404, {"error": f"no route for {url.path}; see /openapi.json"}

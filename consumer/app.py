@@ -25,7 +25,8 @@ from .alerts.rule import SpikeRule
 from .alerts.schedule import EvaluationSchedule
 from .alerts.state import AlertStore
 from .alerts.webhook import WebhookNotifier
-from .config import AlertSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RuntimeSettings, parse_duration
+from .config import (AlertSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RedisWriteSettings, RuntimeSettings,
+                     parse_duration)
 from .errors import ConfigError
 from .kafka.clients import consumer_config, ensure_topics, producer_config, redact
 from .kafka.output import OutputProducer
@@ -43,6 +44,7 @@ from .pipeline.records import LabelledBatch, Span
 from .pipeline.validate import Validator
 from .redis_client import connect, redacted_url, refuse_evicting
 from .state.counters import CounterLayout, CounterStore
+from .state.routing import Replication
 
 log = logging.getLogger("consumer")
 EXIT_FATAL = 3
@@ -56,6 +58,7 @@ class Settings:
     model: ModelSettings
     runtime: RuntimeSettings
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    redis_writes: RedisWriteSettings = field(default_factory=RedisWriteSettings)
 
     def layout(self) -> CounterLayout:
         try:
@@ -123,13 +126,17 @@ class StreamProcessor:
         layout = s.layout()
         kafka_conf = consumer_config(s.kafka, on_stats=self.metrics.on_stats)
         log.info("starting", extra={"kafka": redact({k: v for k, v in kafka_conf.items() if k != "stats_cb"}),
-                                    "redis_url": redacted_url(s.redis.redis_url), "redis_prefix": s.redis.redis_prefix,
+                                    "redis_url": redacted_url(s.redis.redis_url), "redis_cluster": s.redis.redis_cluster,
+                                    "redis_prefix": s.redis.redis_prefix, "redis_wait_replicas": s.redis_writes.redis_wait_replicas,
                                     "input_topics": s.kafka.input_topics, "output_topic": s.kafka.output_topic,
                                     "dlq_topic": s.kafka.dlq_topic, "batch_size": s.model.batch_size,
                                     "max_wait_ms": s.model.max_wait_ms, "windows": s.counters.windows})
-        client = connect(s.redis.redis_url)
+        client = connect(s.redis.redis_url, s.redis.redis_cluster)
         refuse_evicting(client, s.redis.allow_evicting_redis)
-        store = CounterStore(client, layout)
+        w = s.redis_writes
+        if w.redis_wait_replicas < 0 or w.redis_wait_timeout_ms <= 0:
+            raise ConfigError("--redis-wait-replicas must be >= 0 and --redis-wait-timeout-ms > 0")
+        store = CounterStore(client, layout, Replication(w.redis_wait_replicas, w.redis_wait_timeout_ms))
         alerts = alert_store(client, layout, s.alerts)
         self.classifier = SentimentClassifier(s.model.checkpoint, s.model.device, s.model.threads, s.model.cache_size,
                                               s.model.inference_batch_size, s.model.quantize)

@@ -9,13 +9,13 @@ import sys
 from dataclasses import dataclass, field
 
 import orjson
-import redis
 
 from schemas.checkpoint import CheckpointError
 from schemas.settings import add_dataclass_arguments, dataclass_from_args
 
-from .config import AlertSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RuntimeSettings
+from .config import AlertSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RedisWriteSettings, RuntimeSettings
 from .errors import ConfigError
+from .redis_client import REDIS_ERRORS
 
 log = logging.getLogger("consumer")
 
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="consume events, label them, publish and count, raise alerts",
                               description="Read search_result and review events from Kafka, label them with the checkpoint's model in micro-batches, publish labelled events and dead letters, keep exact rolling counters in Redis, alert on negative spikes. Every flag has an environment variable named in its help.")
-    for cls, title in ((KafkaSettings, "kafka"), (RedisSettings, "redis"), (CounterSettings, "counters"),
+    for cls, title in ((KafkaSettings, "kafka"), (RedisSettings, "redis"), (RedisWriteSettings, "redis writes"), (CounterSettings, "counters"),
                        (AlertSettings, "alerts"), (ModelSettings, "model and batching"), (RuntimeSettings, "runtime")):
         add_dataclass_arguments(run, cls, title)
     readers = {
@@ -71,7 +71,7 @@ def _read_stores(args: argparse.Namespace):
 
     settings = Settings(KafkaSettings(), dataclass_from_args(RedisSettings, args), dataclass_from_args(CounterSettings, args),
                         ModelSettings(), RuntimeSettings())
-    client, layout = connect(settings.redis.redis_url), settings.layout()
+    client, layout = connect(settings.redis.redis_url, settings.redis.redis_cluster), settings.layout()
     return CounterStore(client, layout), alert_store(client, layout, AlertSettings())
 
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             configure_logging(runtime.log_level)
             settings = Settings(dataclass_from_args(KafkaSettings, args), dataclass_from_args(RedisSettings, args),
                                 dataclass_from_args(CounterSettings, args), dataclass_from_args(ModelSettings, args), runtime,
-                                dataclass_from_args(AlertSettings, args))
+                                dataclass_from_args(AlertSettings, args), dataclass_from_args(RedisWriteSettings, args))
             processor = StreamProcessor(settings)
             processor.start()
             return processor.run()
@@ -134,6 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         print(f"error: redis: {exc}", file=sys.stderr)
         return 2

@@ -21,9 +21,16 @@ class KafkaSettings:
 
 @dataclass
 class RedisSettings:
-    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"help": "Redis URL; redis://user:pass@host:port/db, rediss:// for TLS"})
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"help": "Redis URL; redis://user:pass@host:port/db, rediss:// for TLS; with --redis-cluster, any one node of the cluster (db 0)"})
+    redis_cluster: bool = field(default=False, metadata={"help": "the URL names a node of a Redis Cluster: discover the others and send each key to its slot's master"})
     redis_prefix: str = field(default="sentiment", metadata={"help": "prefix of every Redis key this system writes"})
     allow_evicting_redis: bool = field(default=False, metadata={"help": "run even when Redis's maxmemory-policy may evict keys (evicted offset fences can double-count)"})
+
+
+@dataclass
+class RedisWriteSettings:
+    redis_wait_replicas: int = field(default=0, metadata={"help": "before committing a batch's offsets, WAIT until this many replicas of each master written hold its counter writes (0 = don't wait: a failover can lose writes acknowledged but not yet replicated)"})
+    redis_wait_timeout_ms: int = field(default=1000, metadata={"help": "longest WAIT; fewer replicas by then means the batch is retried, partitions paused"})
 
 
 @dataclass

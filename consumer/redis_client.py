@@ -1,4 +1,5 @@
-"""Redis connections from a URL (auth and TLS via redis:// / rediss://), logged without secrets."""
+"""Redis connections from a URL (auth and TLS via redis:// / rediss://), one node or a Redis Cluster,
+logged without secrets."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import logging
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from .errors import ConfigError
 
@@ -13,6 +16,9 @@ log = logging.getLogger("consumer.redis")
 _SECRET_PARAMS = ("password", "secret", "token", "key")
 # Only noeviction keeps every offset fence: an evicted fence lets a replayed range count twice.
 SAFE_POLICY = "noeviction"
+# What a Redis read or write may raise: redis-py raises RedisClusterException (not a RedisError)
+# when no cluster node answers, e.g. in a failover.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 
 def redacted_url(url: str) -> str:
@@ -29,12 +35,21 @@ def redacted_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def connect(url: str, check: bool = True) -> redis.Redis:
-    """A client for `url` (db number honoured); with `check`, PING first for a clear start-up error."""
+def connect(url: str, cluster: bool = False, check: bool = True) -> redis.Redis | RedisCluster:
+    """A client for `url`: one node (db number honoured), or with `cluster` a RedisCluster that
+    discovers every node from this one. With `check`, PING first for a clear start-up error."""
+    options = {"socket_timeout": 5, "socket_connect_timeout": 5}
     try:
-        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30)
+        if cluster:
+            if urlsplit(url).path.strip("/") not in ("", "0"):
+                raise ValueError("a Redis Cluster has only db 0")
+            client = RedisCluster.from_url(url, **options)
+        else:
+            client = redis.Redis.from_url(url, health_check_interval=30, **options)
     except ValueError as exc:
         raise ConfigError(f"bad Redis URL {redacted_url(url)}: {exc}") from None
+    except redis.RedisError as exc:  # RedisCluster reads the slot map at construction
+        raise ConfigError(f"cannot reach the Redis Cluster at {redacted_url(url)}: {exc}") from None
     if check:
         try:
             client.ping()
@@ -43,19 +58,26 @@ def connect(url: str, check: bool = True) -> redis.Redis:
     return client
 
 
-def eviction_policy(client: redis.Redis) -> str:
-    """maxmemory-policy from CONFIG GET, or from INFO where CONFIG is disabled (managed Redis)."""
+def eviction_policies(client: redis.Redis | RedisCluster) -> set[str]:
+    """maxmemory-policy of the node, or of every master of a cluster; from CONFIG GET, or from INFO where
+    CONFIG is disabled (managed Redis)."""
+    def policies(reply: dict, field: str) -> set[str]:
+        per_node = reply.values() if isinstance(client, RedisCluster) else [reply]
+        return {str(node.get(field, "unknown")) for node in per_node}
+
+    target = {"target_nodes": RedisCluster.PRIMARIES} if isinstance(client, RedisCluster) else {}
     try:
-        return str(client.config_get("maxmemory-policy").get("maxmemory-policy", "unknown"))
+        return policies(client.config_get("maxmemory-policy", **target), "maxmemory-policy")
     except redis.ResponseError:
-        return str(client.info("memory").get("maxmemory_policy", "unknown"))
+        return policies(client.info("memory", **target), "maxmemory_policy")
 
 
-def refuse_evicting(client: redis.Redis, allow: bool) -> None:
+def refuse_evicting(client: redis.Redis | RedisCluster, allow: bool) -> None:
     """Refuse a Redis that may evict keys unless the user accepted the risk (--allow-evicting-redis)."""
-    policy = eviction_policy(client)
-    if policy == SAFE_POLICY:
+    unsafe = sorted(eviction_policies(client) - {SAFE_POLICY})
+    if not unsafe:
         return
+    policy = ", ".join(unsafe)
     if not allow:
         raise ConfigError(f"Redis maxmemory-policy is {policy}: evicted offset fences would double-count replayed events; "
                           f"set it to {SAFE_POLICY} (CONFIG SET maxmemory-policy {SAFE_POLICY}) or pass --allow-evicting-redis")

@@ -2,7 +2,7 @@
 
 Standard library only, so `make services-up` needs no virtualenv. Speaks Metadata v4
 (the oldest version Kafka 4.x still serves, KIP-896) with request header v1.
-Exit status 0 when the broker answered with at least one broker, 1 otherwise.
+Exit status 0 when the broker answered with at least --brokers brokers, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -70,17 +70,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("address", help="broker address, HOST:PORT")
     parser.add_argument("--wait", type=float, default=0.0, help="keep trying for this many seconds")
+    parser.add_argument("--brokers", type=int, default=1, help="ready only when the metadata lists this many brokers")
     args = parser.parse_args()
     host, _, port = args.address.rpartition(":")
     deadline = time.monotonic() + args.wait
     while True:
         try:
             cluster_id, brokers = fetch_brokers(host, int(port), timeout=2.0)
-            if brokers:
+            if len(brokers) >= args.brokers:
                 listed = ", ".join(f"{h}:{p} (node {n})" for n, h, p in brokers)
                 print(f"kafka ready at {args.address}: cluster {cluster_id}, brokers {listed}")
                 return 0
-            error = "no brokers in the metadata response"
+            error = f"{len(brokers)} of {args.brokers} brokers in the metadata response"
         except (OSError, ConnectionError, struct.error, ValueError) as exc:
             error = str(exc)
         if time.monotonic() >= deadline:

@@ -1,35 +1,44 @@
 #!/usr/bin/env bash
-# Real local services without Docker: Apache Kafka 4.x (KRaft, broker + controller in
-# one JVM) resolved from Maven Central, and Debian's redis-server.
+# Real local services without Docker: Apache Kafka 4.x (KRaft) resolved from Maven
+# Central, and Debian's redis-server; each as one node or as a local cluster.
 #
 #   services.sh up | down | status | reset
 #
 # Environment (defaults in brackets):
 #   SERVICES_DIR           cache dir for jars, data, logs, pid files [<repo>/.cache/services]
-#   KAFKA_PORT             broker listener port on 127.0.0.1 [9092]
-#   KAFKA_CONTROLLER_PORT  KRaft controller port on 127.0.0.1 [9093]
+#   KAFKA_BROKERS          1: one JVM, broker + controller; N > 1: N JVMs, each broker + controller,
+#                          one KRaft quorum of N voters (a majority must live) [1]
+#   KAFKA_PORT             first broker's port on 127.0.0.1; broker i listens on KAFKA_PORT+i-1 [9092]
+#   KAFKA_CONTROLLER_PORT  first KRaft controller port [9093 for one broker, KAFKA_PORT+100 for N]
 #   KAFKA_LIBS             where the Kafka jars are resolved to [$SERVICES_DIR/kafka/libs]
-#   KAFKA_HEAP             JVM heap for the broker [512m]
-#   REDIS_PORT             redis-server port on 127.0.0.1 [6379]
+#   KAFKA_HEAP             JVM heap per broker [512m]
+#   REDIS_CLUSTER          0: one redis-server; 1: a Redis Cluster of 3 masters + 3 replicas [0]
+#   REDIS_PORT             redis-server port, or the first cluster node's (the others follow) [6379]
+#
+# Switching a service between one node and a cluster stops the other variant first (its
+# data is kept): both use the same first ports, so clients find either at the usual address.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERVICES_DIR=${SERVICES_DIR:-$ROOT/.cache/services}
+KAFKA_BROKERS=${KAFKA_BROKERS:-1}
 KAFKA_PORT=${KAFKA_PORT:-9092}
-KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+if [[ $KAFKA_BROKERS == 1 ]]; then
+  KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+else
+  KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 100))}
+fi
 KAFKA_HEAP=${KAFKA_HEAP:-512m}
+REDIS_CLUSTER=${REDIS_CLUSTER:-0}
 REDIS_PORT=${REDIS_PORT:-6379}
+REDIS_CLUSTER_NODES=6
 PYTHON=${PYTHON:-python3}
 
 KAFKA_DIR=$SERVICES_DIR/kafka
+KAFKA_CLUSTER_DIR=$SERVICES_DIR/kafka-cluster
 KAFKA_LIBS=${KAFKA_LIBS:-$KAFKA_DIR/libs}
-KAFKA_PID=$KAFKA_DIR/kafka.pid
-KAFKA_LOG=$KAFKA_DIR/kafka.log
-KAFKA_CONF=$KAFKA_DIR/server.properties
-KAFKA_DATA=$KAFKA_DIR/data
 REDIS_DIR=$SERVICES_DIR/redis
-REDIS_PID=$REDIS_DIR/redis.pid
-REDIS_LOG=$REDIS_DIR/redis.log
+REDIS_CLUSTER_DIR=$SERVICES_DIR/redis-cluster
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -62,28 +71,50 @@ kafka_jars() {
 
 kafka_java() { java -Xms128m -Xmx"$KAFKA_HEAP" -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" -cp "$KAFKA_LIBS/*" "$@"; }
 
-kafka_config() {
-  cat >"$KAFKA_CONF" <<CONF
+# Node i (1-based) of the configured variant: its directory and ports.
+kafka_node_dir() { if [[ $KAFKA_BROKERS == 1 ]]; then echo "$KAFKA_DIR"; else echo "$KAFKA_CLUSTER_DIR/node-$1"; fi; }
+kafka_node_port() { echo $((KAFKA_PORT + $1 - 1)); }
+kafka_controller_port() { echo $((KAFKA_CONTROLLER_PORT + $1 - 1)); }
+kafka_bootstrap() {
+  local i out=""
+  for i in $(seq 1 "$KAFKA_BROKERS"); do out+="${out:+,}127.0.0.1:$(kafka_node_port "$i")"; done
+  echo "$out"
+}
+# Every pid file of either variant, so down/status/reset find whatever runs.
+kafka_pids() { compgen -G "$KAFKA_DIR/kafka.pid"; compgen -G "$KAFKA_CLUSTER_DIR/node-*/kafka.pid"; return 0; }
+redis_pids() { compgen -G "$REDIS_DIR/redis.pid"; compgen -G "$REDIS_CLUSTER_DIR/node-*/redis.pid"; return 0; }
+
+kafka_config() {  # $1 node index
+  local dir replicas min_isr voters="" i
+  dir=$(kafka_node_dir "$1")
+  replicas=$((KAFKA_BROKERS < 3 ? KAFKA_BROKERS : 3))
+  min_isr=$((replicas > 1 ? replicas - 1 : 1))
+  for i in $(seq 1 "$KAFKA_BROKERS"); do voters+="${voters:+,}$i@127.0.0.1:$(kafka_controller_port "$i")"; done
+  cat >"$dir/server.properties" <<CONF
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+node.id=$1
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$(kafka_node_port "$1"),CONTROLLER://127.0.0.1:$(kafka_controller_port "$1")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(kafka_node_port "$1")
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs=$KAFKA_DATA
+log.dirs=$dir/data
 num.partitions=1
-offsets.topic.replication.factor=1
+default.replication.factor=$replicas
+offsets.topic.replication.factor=$replicas
 offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$min_isr
+share.coordinator.state.topic.replication.factor=$replicas
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 delete.topic.enable=true
 log.retention.hours=24
 CONF
+}
+
+kafka_log4j() {
   cat >"$KAFKA_DIR/log4j2.properties" <<CONF
 rootLogger.level=WARN
 rootLogger.appenderRef.stdout.ref=STDOUT
@@ -96,64 +127,147 @@ logger.kafka.level=INFO
 CONF
 }
 
+pid_name() {  # $1 service, $2 pid file: "kafka", or "kafka node-2" for a cluster node
+  if [[ $2 == */node-* ]]; then echo "$1 $(basename "$(dirname "$2")")"; else echo "$1"; fi
+}
+
+stop_other_variant() {  # $1 service, $2 glob of the other variant's pid files, $3 what they are
+  local pid_file stopped=0
+  for pid_file in $(compgen -G "$2" || true); do
+    if alive "$pid_file"; then
+      ((stopped)) || say "$1: stopping the $3 first (its data is kept)"
+      stopped=1
+      stop_pid "$pid_file" "$(pid_name "$1" "$pid_file")"
+    fi
+  done
+}
+
 kafka_up() {
   mkdir -p "$KAFKA_DIR"
-  if alive "$KAFKA_PID"; then
-    say "kafka already running (pid $(cat "$KAFKA_PID")) at 127.0.0.1:$KAFKA_PORT"
+  if [[ $KAFKA_BROKERS == 1 ]]; then
+    stop_other_variant kafka "$KAFKA_CLUSTER_DIR/node-*/kafka.pid" "multi-broker cluster"
+  else
+    stop_other_variant kafka "$KAFKA_DIR/kafka.pid" "single broker"
+  fi
+  local i
+  for i in $(seq 1 "$KAFKA_BROKERS"); do kafka_node_up "$i"; done
+}
+
+kafka_node_up() {  # $1 node index
+  local dir port pid_file log
+  dir=$(kafka_node_dir "$1"); port=$(kafka_node_port "$1")
+  pid_file=$dir/kafka.pid; log=$dir/kafka.log
+  mkdir -p "$dir"
+  if alive "$pid_file"; then
+    say "kafka already running (pid $(cat "$pid_file")) at 127.0.0.1:$port"
     return 0
   fi
-  refuse_foreign_port "$KAFKA_PORT" kafka KAFKA_PORT
-  refuse_foreign_port "$KAFKA_CONTROLLER_PORT" "kafka controller" KAFKA_CONTROLLER_PORT
+  refuse_foreign_port "$port" kafka KAFKA_PORT
+  refuse_foreign_port "$(kafka_controller_port "$1")" "kafka controller" KAFKA_CONTROLLER_PORT
   kafka_jars
-  kafka_config
-  if [[ ! -f $KAFKA_DATA/meta.properties ]]; then
-    say "formatting kafka storage in $KAFKA_DATA"
-    local cluster_id; cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null)
-    kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_CONF" >>"$KAFKA_LOG" 2>&1 \
-      || die "kafka storage format failed; see $KAFKA_LOG"
+  kafka_log4j
+  kafka_config "$1"
+  if [[ ! -f $dir/data/meta.properties ]]; then
+    say "formatting kafka storage in $dir/data"
+    # Every node of a cluster is formatted with the same cluster id.
+    local id_file=$KAFKA_CLUSTER_DIR/cluster.id
+    [[ $KAFKA_BROKERS == 1 ]] && id_file=$dir/cluster.id
+    if [[ ! -s $id_file ]]; then
+      mkdir -p "$(dirname "$id_file")"
+      kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null >"$id_file"
+    fi
+    kafka_java kafka.tools.StorageTool format -t "$(cat "$id_file")" -c "$dir/server.properties" >>"$log" 2>&1 \
+      || die "kafka storage format failed; see $log"
   fi
-  say "starting kafka (KRaft) on 127.0.0.1:$KAFKA_PORT"
+  say "starting kafka (KRaft) on 127.0.0.1:$port"
   nohup java -Xms128m -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.properties" \
-    -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_CONF" >>"$KAFKA_LOG" 2>&1 &
-  echo $! >"$KAFKA_PID"
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$dir/server.properties" >>"$log" 2>&1 &
+  echo $! >"$pid_file"
 }
 
 redis_bin() {
   if ! command -v redis-server >/dev/null; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
       say "installing redis-server (Debian package)"
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >"$REDIS_DIR/apt.log" 2>&1 \
-        || die "apt-get install redis-server failed; see $REDIS_DIR/apt.log"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >"$SERVICES_DIR/redis-apt.log" 2>&1 \
+        || die "apt-get install redis-server failed; see $SERVICES_DIR/redis-apt.log"
     else
       die "redis-server not found: install it (Debian/Ubuntu: sudo apt-get install redis-server)"
     fi
   fi
 }
 
-redis_up() {
-  mkdir -p "$REDIS_DIR"
-  if alive "$REDIS_PID"; then
-    say "redis already running (pid $(cat "$REDIS_PID")) at 127.0.0.1:$REDIS_PORT"
+redis_node_up() {  # $1 dir, $2 port, then extra redis-server options
+  local dir=$1 port=$2; shift 2
+  mkdir -p "$dir"
+  if alive "$dir/redis.pid"; then
+    say "redis already running (pid $(cat "$dir/redis.pid")) at 127.0.0.1:$port"
     return 0
   fi
-  refuse_foreign_port "$REDIS_PORT" redis REDIS_PORT
+  refuse_foreign_port "$port" redis REDIS_PORT
   redis_bin
-  say "starting redis on 127.0.0.1:$REDIS_PORT"
-  redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$REDIS_DIR" \
-    --daemonize yes --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" \
-    --appendonly yes --appendfsync everysec --save "" --databases 64 >/dev/null
+  say "starting redis on 127.0.0.1:$port"
+  redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" \
+    --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+    --appendonly yes --appendfsync everysec --save "" "$@" >/dev/null
+}
+
+redis_up() {
+  mkdir -p "$SERVICES_DIR"
+  if [[ $REDIS_CLUSTER == 1 ]]; then
+    stop_other_variant redis "$REDIS_DIR/redis.pid" "single redis-server"
+    local i
+    for i in $(seq 0 $((REDIS_CLUSTER_NODES - 1))); do
+      # A short node timeout: a killed master's replica takes over within a few seconds.
+      redis_node_up "$REDIS_CLUSTER_DIR/node-$((REDIS_PORT + i))" $((REDIS_PORT + i)) \
+        --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000
+    done
+  else
+    stop_other_variant redis "$REDIS_CLUSTER_DIR/node-*/redis.pid" "Redis Cluster"
+    redis_node_up "$REDIS_DIR" "$REDIS_PORT" --databases 64
+  fi
+}
+
+wait_ping() {  # $1 port
+  local deadline=$((SECONDS + 90))
+  until redis-cli -p "$1" ping 2>/dev/null | grep -q PONG; do
+    ((SECONDS < deadline)) || die "redis on port $1 did not answer PING; see its redis.log"
+    sleep 0.2
+  done
+}
+
+cluster_state() { redis-cli -p "$REDIS_PORT" cluster info 2>/dev/null | tr -d '\r' | sed -n 's/^cluster_state://p'; }
+
+redis_cluster_ready() {
+  local i nodes=()
+  for i in $(seq 0 $((REDIS_CLUSTER_NODES - 1))); do
+    wait_ping $((REDIS_PORT + i)); nodes+=("127.0.0.1:$((REDIS_PORT + i))")
+  done
+  # Slots are assigned once; later starts reload them from each node's nodes.conf.
+  if [[ $(redis-cli -p "$REDIS_PORT" cluster info | tr -d '\r' | sed -n 's/^cluster_slots_assigned://p') == 0 ]]; then
+    say "creating the Redis Cluster: 3 masters + 3 replicas"
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$REDIS_CLUSTER_DIR/create.log" 2>&1 \
+      || die "redis-cli --cluster create failed; see $REDIS_CLUSTER_DIR/create.log"
+  fi
+  local deadline=$((SECONDS + 90))
+  until [[ $(cluster_state) == ok ]]; do
+    ((SECONDS < deadline)) || die "the Redis Cluster did not reach cluster_state:ok; see $REDIS_CLUSTER_DIR/node-*/redis.log"
+    sleep 0.3
+  done
+  say "redis cluster ready at redis://127.0.0.1:$REDIS_PORT (REDIS_CLUSTER=1; ${#nodes[@]} nodes, cluster_state:ok)"
 }
 
 wait_ready() {
-  local deadline=$((SECONDS + 90))
-  until redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; do
-    ((SECONDS < deadline)) || die "redis did not answer PING; see $REDIS_LOG"
-    sleep 0.2
-  done
-  say "redis ready at redis://127.0.0.1:$REDIS_PORT/0 (PING -> PONG)"
-  "$PYTHON" "$ROOT/services/kafka_ready.py" "127.0.0.1:$KAFKA_PORT" --wait 90 \
-    || die "kafka did not answer a metadata request; see $KAFKA_LOG"
+  if [[ $REDIS_CLUSTER == 1 ]]; then
+    redis_cluster_ready
+  else
+    wait_ping "$REDIS_PORT"
+    say "redis ready at redis://127.0.0.1:$REDIS_PORT/0 (PING -> PONG)"
+  fi
+  "$PYTHON" "$ROOT/services/kafka_ready.py" "127.0.0.1:$KAFKA_PORT" --wait 90 --brokers "$KAFKA_BROKERS" \
+    || die "kafka did not list $KAFKA_BROKERS broker(s); see $(kafka_node_dir 1)/kafka.log"
+  [[ $KAFKA_BROKERS == 1 ]] || say "KAFKA_BOOTSTRAP_SERVERS=$(kafka_bootstrap)"
 }
 
 stop_pid() {  # $1 pid file, $2 name
@@ -171,16 +285,38 @@ stop_pid() {  # $1 pid file, $2 name
   say "$2 killed after 30 s"
 }
 
+stop_all() {  # $1 service, then pid files; one line when nothing runs
+  local service=$1 pid_file any=0; shift
+  for pid_file in "$@"; do
+    alive "$pid_file" || continue
+    any=1
+    stop_pid "$pid_file" "$(pid_name "$service" "$pid_file")"
+  done
+  ((any)) || say "$service not running"
+}
+
 status() {
-  local rc=0
-  if alive "$KAFKA_PID"; then
-    say "kafka: running (pid $(cat "$KAFKA_PID"))"
+  local rc=0 pid_file running=0
+  for pid_file in $(kafka_pids); do
+    alive "$pid_file" || continue
+    running=1
+    say "kafka: running (pid $(cat "$pid_file")) $(grep -o 'PLAINTEXT://[^,]*' "$(dirname "$pid_file")/server.properties" | head -n1)"
+  done
+  if ((running)); then
     "$PYTHON" "$ROOT/services/kafka_ready.py" "127.0.0.1:$KAFKA_PORT" || rc=1
   else
     say "kafka: stopped (127.0.0.1:$KAFKA_PORT)"; rc=1
   fi
-  if alive "$REDIS_PID"; then
-    say "redis: running (pid $(cat "$REDIS_PID")) at redis://127.0.0.1:$REDIS_PORT/0, PING -> $(redis-cli -p "$REDIS_PORT" ping 2>&1)"
+  running=0
+  for pid_file in $(redis_pids); do
+    alive "$pid_file" || continue
+    running=1
+    local port; port=$(basename "$(dirname "$pid_file")" | sed -n 's/^node-//p')
+    port=${port:-$REDIS_PORT}
+    say "redis: running (pid $(cat "$pid_file")) at redis://127.0.0.1:$port/0, PING -> $(redis-cli -p "$port" ping 2>&1)"
+  done
+  if ((running)); then
+    [[ -z $(compgen -G "$REDIS_CLUSTER_DIR/node-*/redis.pid") ]] || say "redis cluster: cluster_state:$(cluster_state)"
   else
     say "redis: stopped (127.0.0.1:$REDIS_PORT)"; rc=1
   fi
@@ -189,9 +325,10 @@ status() {
 
 case ${1:-} in
   up) kafka_up; redis_up; wait_ready ;;
-  down) stop_pid "$KAFKA_PID" kafka; stop_pid "$REDIS_PID" redis ;;
+  down) stop_all kafka $(kafka_pids); stop_all redis $(redis_pids) ;;
   status) status ;;
-  reset) stop_pid "$KAFKA_PID" kafka; stop_pid "$REDIS_PID" redis
-         rm -rf "$KAFKA_DATA" "$KAFKA_LOG" "$REDIS_DIR"; say "kafka and redis data removed" ;;
+  reset) stop_all kafka $(kafka_pids); stop_all redis $(redis_pids)
+         rm -rf "$KAFKA_DIR/data" "$KAFKA_DIR/kafka.log" "$KAFKA_DIR/cluster.id" "$KAFKA_CLUSTER_DIR" "$REDIS_DIR" "$REDIS_CLUSTER_DIR"
+         say "kafka and redis data removed" ;;
   *) die "usage: services.sh up|down|status|reset" ;;
 esac

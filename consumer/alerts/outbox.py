@@ -14,11 +14,11 @@ import time
 from typing import Any
 
 import orjson
-import redis
 from confluent_kafka import KafkaError
 
 from ..kafka.output import Outgoing, OutputProducer, is_permanent
 from ..observability import Health, Metrics
+from ..redis_client import REDIS_ERRORS
 from .state import AlertStore, Subject
 from .webhook import WebhookNotifier
 
@@ -64,7 +64,7 @@ class AlertOutbox:
                     if entry not in self._in_flight and entry not in self._acked:
                         self._queued.setdefault(entry, 0.0)
             self._settle()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("alert outbox: redis unavailable; retrying", extra={"error": str(exc)[:200]})
         for entry, error in self._failed:
             self._in_flight.pop(entry, None)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import time
 
-import redis
-
 from ..alerts.detector import SpikeDetector
 from ..alerts.outbox import AlertOutbox
 from ..alerts.schedule import EvaluationSchedule
+from ..redis_client import REDIS_ERRORS
 from ..state.counters import Increment
 
 log = logging.getLogger("consumer.alerting")
@@ -45,7 +44,7 @@ class AlertStep:
             if due:
                 self.outbox.add(self.detector.check(due))
                 self.schedule.evaluated(due, self.detector.firing, now)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             self.schedule.retry(due, now)
             log.warning("spike check skipped; retrying", extra={"error": str(exc)[:200]})
         self.outbox.pump()

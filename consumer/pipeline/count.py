@@ -1,6 +1,7 @@
 """Step 4: apply a batch's increments to the Redis counters, retrying until Redis takes them.
 
-Redis down, loading, read-only (a failover) or out of memory are all backpressure: the
+Redis down, loading, read-only, failing over (a cluster moving slots), short of the
+replicas --redis-wait-replicas asks for, or out of memory: all backpressure. The
 partitions stay paused and the same increments are retried (the fences make the retry
 exact). Anything else Redis says is a bug in this program, and is raised.
 """
@@ -14,17 +15,21 @@ import redis
 
 from ..observability import Metrics
 from ..state.counters import CounterStore, Increment
+from ..state.routing import TOPOLOGY, TRANSIENT, NotReplicated
 from .flow import Waiter
 
 log = logging.getLogger("consumer.count")
 
-RETRIABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError,
-             redis.exceptions.OutOfMemoryError)
+RETRIABLE = (*TRANSIENT, redis.exceptions.OutOfMemoryError)
 
 
 def _reason(exc: Exception) -> str:
     if isinstance(exc, redis.exceptions.OutOfMemoryError):
         return "out_of_memory"
+    if isinstance(exc, NotReplicated):
+        return "not_replicated"
+    if isinstance(exc, TOPOLOGY):
+        return "failover"
     return "unavailable"
 
 

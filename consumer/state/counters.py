@@ -14,7 +14,8 @@ subject lives in one Redis Cluster slot):
 included) makes a safe, bounded key. A batch's increments for one subject and its
 fence are applied by one Lua script, which skips events at or below the fence: a
 replayed range is never counted twice. All subjects of a batch go in one
-pipelined round trip. Every key expires: nothing this module writes lives forever.
+pipelined round trip per Redis master (routing.py), optionally followed by WAIT.
+Every key expires: nothing this module writes lives forever.
 
 The rankings are maintained from what the scripts report as newly applied, so a
 replayed range does not inflate them; a crash between the two round trips can lose
@@ -32,6 +33,7 @@ from typing import Iterable
 import orjson
 import redis
 
+from .routing import Replication, ScriptRunner
 SUBJECT_KINDS = {"query": "q", "product": "p"}
 COARSE_SECONDS = 3600
 PROB_PREFIX = "p:"  # bucket field of a label's probability sum, in micro-units
@@ -148,16 +150,17 @@ class CounterLayout:
 
 
 class CounterStore:
-    def __init__(self, client: redis.Redis, layout: CounterLayout) -> None:
+    def __init__(self, client: redis.Redis, layout: CounterLayout, replication: Replication = Replication()) -> None:
         self.client = client
         self.layout = layout
         self._apply = client.register_script(_APPLY)
+        self._scripts = ScriptRunner(client, replication)
 
     def apply(self, increments: Iterable[Increment], now_ms: int) -> int:
-        """Apply increments in one pipelined round trip; returns how many events were newly counted.
+        """Apply increments in one pipelined round trip per master; returns how many events were newly counted.
 
-        Raises redis.ConnectionError / TimeoutError when Redis is unreachable: the
-        caller retries the same increments, which the fences make safe.
+        Raises one of routing.TRANSIENT when Redis is unreachable, failing over or short of
+        replicas: the caller retries the same increments, which the fences make safe.
         """
         layout = self.layout
         by_subject: dict[tuple[str, str], list[Increment]] = defaultdict(list)
@@ -166,8 +169,7 @@ class CounterStore:
         if not by_subject:
             return 0
         fence_ttl = layout.longest + COARSE_SECONDS
-        pipe = self.client.pipeline(transaction=False)
-        script_results: list[int] = []  # positions of the scripts' replies in the pipeline
+        calls = []
         ranked_subjects: list[tuple[str, str, list[int]]] = []  # (kind, name, bucket start per bucket index)
         for (kind, name), items in by_subject.items():
             buckets: dict[str, int] = {}
@@ -193,13 +195,12 @@ class CounterStore:
                 args += [f"{inc.topic}|{inc.partition}", inc.offset, inc.label,
                          bucket_index(False, inc.ts_ms) if fine else 0, bucket_index(True, inc.ts_ms),
                          *(probs.get(label, 0) for label in prob_fields)]
-            script_results.append(len(pipe))
             ranked_subjects.append((kind, name, starts))
             header = [name, fence_ttl, len(prob_fields), *(PROB_PREFIX + label for label in prob_fields)]
-            self._apply(keys=[layout.fence_key(kind, name), *buckets], args=[*header, *expire_at, *args], client=pipe)
-        replies = pipe.execute()
-        self._rank(ranked_subjects, [replies[i] for i in script_results])
-        return sum(replies[i][0] for i in script_results)
+            calls.append(([layout.fence_key(kind, name), *buckets], [*header, *expire_at, *args]))
+        replies = self._scripts.run(self._apply, calls)
+        self._rank(ranked_subjects, replies)
+        return sum(reply[0] for reply in replies)
 
     def _rank(self, subjects: list[tuple[str, str, list[int]]], replies: list[list]) -> None:
         """Add the newly applied events to the per-hour rankings, then trim each to rank_size."""
