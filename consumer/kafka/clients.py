@@ -75,9 +75,10 @@ def consumer_config(settings: KafkaSettings, on_stats=None) -> dict[str, Any]:
         "enable.auto.offset.store": False,
     }
     # KIP-848 (group.protocol=consumer) assigns on the broker and refuses the classic
-    # client-side strategy setting; the classic protocol defaults to range.
+    # client-side strategy setting. The classic protocol defaults to cooperative-sticky: a
+    # rebalance revokes only the partitions that move, so the other members keep working.
     if passed.get("group.protocol", "classic") == "classic":
-        config.setdefault("partition.assignment.strategy", "range")
+        config.setdefault("partition.assignment.strategy", "cooperative-sticky")
     if on_stats is not None:
         config["stats_cb"] = on_stats
     return config
@@ -95,23 +96,36 @@ def producer_config(settings: KafkaSettings) -> dict[str, Any]:
     }
 
 
+def replication(settings: KafkaSettings, brokers: int) -> tuple[int, int]:
+    """(replication factor, min.insync.replicas) for topics created at start-up."""
+    factor = settings.topic_replication or min(3, brokers)
+    min_insync = settings.topic_min_insync_replicas or max(1, factor - 1)
+    if factor > brokers:
+        raise ConfigError(f"--topic-replication {factor} needs {factor} brokers; the cluster has {brokers}")
+    if not 1 <= min_insync <= factor:
+        raise ConfigError(f"--topic-min-insync-replicas {min_insync} must be between 1 and the replication factor {factor}")
+    return factor, min_insync
+
+
 def ensure_topics(settings: KafkaSettings, topics: list[str]) -> list[str]:
     """Create missing topics; returns the ones created."""
     admin = AdminClient(client_config(settings))
     try:
-        existing = set(admin.list_topics(timeout=15).topics)
+        metadata = admin.list_topics(timeout=15)
     except KafkaException as exc:
         raise ConfigError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc.args[0].str()}") from None
-    missing = [t for t in dict.fromkeys(topics) if t not in existing]
+    missing = [t for t in dict.fromkeys(topics) if t not in metadata.topics]
     if not missing:
         return []
-    futures = admin.create_topics([NewTopic(t, num_partitions=settings.topic_partitions,
-                                            replication_factor=settings.topic_replication) for t in missing])
+    factor, min_insync = replication(settings, len(metadata.brokers))
+    futures = admin.create_topics([NewTopic(t, num_partitions=settings.topic_partitions, replication_factor=factor,
+                                            config={"min.insync.replicas": str(min_insync)}) for t in missing])
     for topic, future in futures.items():
         try:
             future.result(timeout=30)
         except KafkaException as exc:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # another process won the race
                 raise ConfigError(f"cannot create topic {topic}: {exc.args[0].str()}") from None
-    log.info("created topics", extra={"topics": missing, "partitions": settings.topic_partitions})
+    log.info("created topics", extra={"topics": missing, "partitions": settings.topic_partitions,
+                                      "replication_factor": factor, "min_insync_replicas": min_insync})
     return missing

@@ -4,17 +4,26 @@ Partition epochs: each owned partition has an epoch, bumped whenever its positio
 have moved under an in-flight batch (assigned, revoked, lost, rewound). A batch records
 the epochs it was polled in; if any has changed, the batch is stale and is abandoned.
 
-The invariant that keeps commits and the Redis fences exact: every owner of a partition
-applies a contiguous range of offsets starting at the committed one. So
+THE INVARIANT that keeps commits and the Redis fences exact, under every protocol: each
+owner of a partition applies (counts, then commits) one contiguous range of offsets that
+starts at the partition's committed offset. The Redis fence of a subject holds the
+highest offset applied per partition, so a later owner that replays part of the range
+skips it, and nothing is counted twice or skipped. What keeps each owner contiguous:
   - a batch is counted and committed only while all its partition epochs are current;
   - an abandoned batch rewinds the partitions this process still owns to the batch's
-    first offsets (and bumps their epochs, so later in-flight batches of those
-    partitions are abandoned too): nothing after an abandoned range is ever applied;
-  - revoked partitions get the delivered offsets committed before they move; lost ones
-    commit nothing, and the next owner starts from the last commit.
-Under the eager protocol every rebalance revokes everything and the next assignment
-starts at the committed offsets; under cooperative or KIP-848 protocols only moving
-partitions are revoked, and the rewind keeps the kept partitions contiguous.
+    first offsets and bumps their epochs, so later in-flight batches of those partitions
+    are abandoned too: nothing after an abandoned range is ever applied;
+  - a revoked partition gets its delivered offsets committed (in the callback, before it
+    moves) and its epoch dropped; a lost one commits nothing; either way the next owner
+    starts from the last commit, and a zombie batch of the old owner fails its epoch check.
+How each protocol meets the callbacks (all run inside poll, on the loop's thread, so no
+Redis write or commit is ever in progress when a partition moves):
+  - classic, eager (range, roundrobin): every rebalance revokes every partition; each
+    assignment starts at the committed offsets.
+  - classic, cooperative-sticky (the default) and KIP-848 (group.protocol=consumer):
+    only the partitions that move are revoked or assigned; batches holding only kept
+    partitions stay current and are delivered, a batch holding a revoked one is
+    abandoned, and its kept partitions are rewound as above.
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.alerts.state import AlertStore
+from consumer.redis_client import connect
 from consumer.state.counters import CounterLayout, CounterStore
 from tests.consumer.harness import ConsumerProcess, expected_counts, labelled_by_id, read_topic, wait_committed
 
@@ -82,15 +82,18 @@ class Feeder(threading.Thread):
 
 
 class ChaosStream:
-    def __init__(self, name: str, bootstrap: str, redis_url: str, checkpoint: Path, logs: Path) -> None:
+    def __init__(self, name: str, bootstrap: str, redis_url: str, checkpoint: Path, logs: Path, *, partitions: int = 4,
+                 replication: int = 1, redis_cluster: bool = False) -> None:
         self.name, self.bootstrap, self.redis_url, self.checkpoint, self.logs = name, bootstrap, redis_url, checkpoint, logs
+        self.partitions, self.redis_cluster = partitions, redis_cluster
         tag = uuid.uuid4().hex[:8]
         self.tag = f"chaos-{name}-{tag}"
         self.topics = {"input": f"{self.tag}-in", "output": f"{self.tag}-out", "dlq": f"{self.tag}-dlq"}
         self.alerts_topic = f"{self.topics['output']}-alerts"
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        specs = [NewTopic(self.topics["input"], 4, 1), NewTopic(self.topics["output"], 2, 1), NewTopic(self.topics["dlq"], 1, 1),
-                 NewTopic(self.alerts_topic, 1, 1)]
+        insync = {"min.insync.replicas": str(max(1, replication - 1))}
+        specs = [NewTopic(t, n, replication, config=insync) for t, n in
+                 ((self.topics["input"], partitions), (self.topics["output"], 2), (self.topics["dlq"], 1), (self.alerts_topic, 1))]
         for future in admin.create_topics(specs).values():
             future.result(timeout=30)
         self.group = f"{self.tag}-group"
@@ -104,7 +107,7 @@ class ChaosStream:
         proc = ConsumerProcess(bootstrap=self.bootstrap, redis_url=self.redis_url, checkpoint=self.checkpoint,
                                input_topic=self.topics["input"], output_topic=self.topics["output"],
                                dlq_topic=self.topics["dlq"], group=self.group, prefix=self.prefix,
-                               log_path=self.logs / f"{self.name}-{label}.log",
+                               log_path=self.logs / f"{self.name}-{label}.log", redis_cluster=self.redis_cluster,
                                extra=["--alert-eval-interval-s", "2", "--threads", "2", *(extra or [])], env=env)
         self.processes.append(proc.start())
         return proc
@@ -129,10 +132,11 @@ class ChaosStream:
         feeder.done.wait(300)
         total = len(events) + poison
         self.wait_labelled(len(events), 300)
-        wait_committed(self.bootstrap, self.group, self.topics["input"], 4, total, timeout=120)
+        wait_committed(self.bootstrap, self.group, self.topics["input"], self.partitions, total, timeout=120)
         recover_s = round(time.monotonic() - self.faults_cleared_at, 1)
         # Alerts are sent off the commit path: wait until the outbox in Redis is empty.
-        alerts = AlertStore(redis.Redis.from_url(redis_url or self.redis_url), self.layout, 3600)
+        client = connect(redis_url or self.redis_url, self.redis_cluster)
+        alerts = AlertStore(client, self.layout, 3600)
         time.sleep(3)
         deadline = time.monotonic() + 30
         while alerts.pending() and time.monotonic() < deadline:
@@ -143,7 +147,6 @@ class ChaosStream:
         by_id, seen = labelled_by_id(labelled)
         sources = (orjson.loads(m.value())["source"] for m in read_topic(self.bootstrap, self.topics["dlq"], expect=10**9, timeout=3))
         dead = {(s["partition"], s["offset"]) for s in sources}
-        client = redis.Redis.from_url(redis_url or self.redis_url)
         store = CounterStore(client, self.layout)
         now = int(time.time() * 1000)
         exact = all(store.window_counts(kind, name, 86400, now) == counts for (kind, name), counts in expected_counts(by_id).items())
@@ -155,7 +158,7 @@ class ChaosStream:
         return Row(fault, total, len(set(by_id) & {e["event_id"] for e in events}), sum(seen.values()) - len(seen),
                    len(dead), exact, expected_alerts, len(sent), recover_s)
 
-    def _cleanup(self, client: redis.Redis) -> None:
+    def _cleanup(self, client) -> None:
         keys = list(client.scan_iter(match=self.prefix + ":*", count=1000))
         if keys:
             client.delete(*keys)

@@ -103,9 +103,10 @@ class ConsumerProcess:
 
     def __init__(self, *, bootstrap: str, redis_url: str, checkpoint: Path, input_topic: str, output_topic: str,
                  dlq_topic: str, group: str, prefix: str, log_path: Path, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, redis_cluster: bool = False) -> None:
         self.metrics_port = free_port()
         self.args = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", bootstrap, "--redis-url", redis_url,
+                     "--redis-cluster", str(redis_cluster).lower(),
                      "--redis-prefix", prefix, "--input-topics", input_topic, "--output-topic", output_topic,
                      "--dlq-topic", dlq_topic, "--alerts-topic", f"{output_topic}-alerts", "--group-id", group,
                      "--checkpoint", str(checkpoint), "--device", "cpu", "--batch-size", "16", "--max-wait-ms", "50",

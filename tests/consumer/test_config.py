@@ -47,7 +47,7 @@ def test_settings_the_consumer_owns_are_refused(key):
 
 def test_kip848_protocol_drops_the_classic_assignment_strategy():
     classic = consumer_config(KafkaSettings())
-    assert classic["partition.assignment.strategy"] == "range"
+    assert classic["partition.assignment.strategy"] == "cooperative-sticky"
     kip848 = consumer_config(KafkaSettings(kafka_config=["group.protocol=consumer"]))
     assert "partition.assignment.strategy" not in kip848 and kip848["group.protocol"] == "consumer"
     assert kip848["enable.auto.commit"] is False
@@ -86,3 +86,16 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ValueError):
         parse_duration(text)
+
+
+def test_created_topics_replicate_to_three_with_two_in_sync_when_the_cluster_allows():
+    from consumer.kafka.clients import replication
+
+    assert replication(KafkaSettings(), brokers=1) == (1, 1)
+    assert replication(KafkaSettings(), brokers=3) == (3, 2)
+    assert replication(KafkaSettings(), brokers=5) == (3, 2)
+    assert replication(KafkaSettings(topic_replication=2, topic_min_insync_replicas=2), brokers=3) == (2, 2)
+    with pytest.raises(ConfigError, match="needs 3 brokers"):
+        replication(KafkaSettings(topic_replication=3), brokers=1)
+    with pytest.raises(ConfigError, match="between 1 and the replication factor 3"):
+        replication(KafkaSettings(topic_min_insync_replicas=4), brokers=3)
