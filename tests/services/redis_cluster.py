@@ -13,6 +13,8 @@ from pathlib import Path
 
 import redis
 
+from tests.services.redis_server import wait_for_ping
+
 NODES = 6
 
 
@@ -52,14 +54,7 @@ class LocalRedisCluster:
                         "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                         "--cluster-node-timeout", str(self.node_timeout_ms), "--appendonly", "yes", "--save", "",
                         "--pidfile", str(d / "redis.pid"), "--logfile", str(d / "redis.log")], check=True)
-        client = redis.Redis(port=port)
-        for _ in range(200):
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server on {port} did not start")
+        wait_for_ping(port)
 
     def start(self) -> "LocalRedisCluster":
         for port in self.ports:

@@ -11,6 +11,18 @@ import redis
 from tests.consumer.harness import free_port
 
 
+def wait_for_ping(port: int, timeout: float = 10.0) -> None:
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if client.ping():
+                return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError(f"redis-server on port {port} did not start")
+
+
 class RedisServer:
     def __init__(self, directory: Path, *args: str) -> None:
         self.dir = directory
@@ -23,14 +35,7 @@ class RedisServer:
         subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
                         "--daemonize", "yes", "--appendonly", "yes", "--appendfsync", "always", "--save", "",
                         "--pidfile", str(self.dir / "redis.pid"), "--logfile", str(self.dir / "redis.log"), *self.args], check=True)
-        client = redis.Redis(port=self.port)
-        for _ in range(100):
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        wait_for_ping(self.port)
 
     def stop(self) -> None:
         try:
