@@ -132,14 +132,13 @@ pid_name() {  # $1 service, $2 pid file: "kafka", or "kafka node-2" for a cluste
 }
 
 stop_other_variant() {  # $1 service, $2 glob of the other variant's pid files, $3 what they are
-  local pid_file stopped=0
+  local pid_file running=()
   for pid_file in $(compgen -G "$2" || true); do
-    if alive "$pid_file"; then
-      ((stopped)) || say "$1: stopping the $3 first (its data is kept)"
-      stopped=1
-      stop_pid "$pid_file" "$(pid_name "$1" "$pid_file")"
-    fi
+    alive "$pid_file" && running+=("$pid_file")
   done
+  ((${#running[@]} == 0)) && return 0
+  say "$1: stopping the $3 first (its data is kept)"
+  stop_all "$1" "${running[@]}"
 }
 
 kafka_up() {
@@ -270,29 +269,30 @@ wait_ready() {
   [[ $KAFKA_BROKERS == 1 ]] || say "KAFKA_BOOTSTRAP_SERVERS=$(kafka_bootstrap)"
 }
 
-stop_pid() {  # $1 pid file, $2 name
-  if ! alive "$1"; then
-    say "$2 not running"; rm -f "$1"; return 0
-  fi
-  local pid; pid=$(cat "$1")
-  kill "$pid"
+await_exit() {  # $1 pid, $2 name, $3 pid file: wait for it (30 s), then SIGKILL and wait until it is gone
   for _ in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || { say "$2 stopped"; rm -f "$1"; return 0; }
+    kill -0 "$1" 2>/dev/null || { say "$2 stopped"; rm -f "$3"; return 0; }
     sleep 0.2
   done
-  kill -9 "$pid" 2>/dev/null || true
-  rm -f "$1"
+  kill -9 "$1" 2>/dev/null || true
+  while kill -0 "$1" 2>/dev/null; do sleep 0.1; done  # its ports are free only once it is gone
+  rm -f "$3"
   say "$2 killed after 30 s"
 }
 
 stop_all() {  # $1 service, then pid files; one line when nothing runs
-  local service=$1 pid_file any=0; shift
+  # Signal every node first, then wait: a cluster node stopped last would wait for a quorum
+  # that is already gone.
+  local service=$1 pid_file files=() pids=() i; shift
   for pid_file in "$@"; do
     alive "$pid_file" || continue
-    any=1
-    stop_pid "$pid_file" "$(pid_name "$service" "$pid_file")"
+    files+=("$pid_file"); pids+=("$(cat "$pid_file")")
+    kill "${pids[-1]}"
   done
-  ((any)) || say "$service not running"
+  ((${#files[@]})) || { say "$service not running"; return 0; }
+  for i in "${!files[@]}"; do
+    await_exit "${pids[$i]}" "$(pid_name "$service" "${files[$i]}")" "${files[$i]}"
+  done
 }
 
 status() {
