@@ -67,17 +67,20 @@ class KafkaSource:
             self._bump((p.topic, p.partition))
         log.info("partitions assigned", extra={"partitions": [f"{p.topic}[{p.partition}]" for p in partitions]})
 
-    def _revoked(self, consumer, partitions) -> None:
-        revoked = {(p.topic, p.partition) for p in partitions}
-        for tp in revoked:
+    def _drop(self, partitions) -> set[TP]:
+        """Forget the epochs of partitions leaving this process: their in-flight batches turn stale."""
+        gone = {(p.topic, p.partition) for p in partitions}
+        for tp in gone:
             self.epochs.pop(tp, None)
+        return gone
+
+    def _revoked(self, consumer, partitions) -> None:
+        revoked = self._drop(partitions)
         self.on_revoked(revoked)
         log.info("partitions revoked", extra={"partitions": sorted(f"{t}[{p}]" for t, p in revoked)})
 
     def _lost(self, consumer, partitions) -> None:
-        lost = {(p.topic, p.partition) for p in partitions}
-        for tp in lost:
-            self.epochs.pop(tp, None)
+        lost = self._drop(partitions)
         self.on_lost(lost)
         log.warning("partitions lost", extra={"partitions": sorted(f"{t}[{p}]" for t, p in lost)})
 
