@@ -32,6 +32,7 @@ from .kafka.clients import consumer_config, ensure_topics, producer_config, reda
 from .kafka.output import OutputProducer
 from .kafka.source import KafkaSource
 from .model.classifier import SentimentClassifier
+from .model.language import ENGLISH, MULTILINGUAL
 from .observability import Health, Metrics, serve_metrics
 from .pipeline.alerting import AlertStep
 from .pipeline.commit import CommitStep
@@ -110,6 +111,30 @@ def build_detector(settings: Settings, store: CounterStore, alerts: AlertStore, 
                          estimation=estimation)
 
 
+def load_models(m: ModelSettings) -> dict[str, SentimentClassifier]:
+    """The resident models by route: English alone, or English and multilingual."""
+    def load(path: str) -> SentimentClassifier:
+        return SentimentClassifier(path, m.device, m.threads, m.cache_size, m.inference_batch_size, m.quantize)
+
+    models = {ENGLISH: load(m.checkpoint)}
+    if m.multilingual_checkpoint:
+        models[MULTILINGUAL] = load(m.multilingual_checkpoint)
+    return models
+
+
+def share_estimation(models: dict[str, SentimentClassifier]) -> tuple[dict | None, str]:
+    """The validation rates the read side corrects shares with, and whose they are.
+
+    pacc inverts one model's confusion; counters fed by two models mix two confusions in
+    proportions nobody stores, so with two models the read side reports pcc (the mean
+    calibrated probability, each model calibrated by its own temperature) instead.
+    """
+    if len(models) != 1:
+        return None, ""
+    classifier = next(iter(models.values()))
+    return classifier.share_parameters, classifier.version
+
+
 class StreamProcessor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -138,12 +163,13 @@ class StreamProcessor:
             raise ConfigError("--redis-wait-replicas must be >= 0 and --redis-wait-timeout-ms > 0")
         store = CounterStore(client, layout, Replication(w.redis_wait_replicas, w.redis_wait_timeout_ms))
         alerts = alert_store(client, layout, s.alerts)
-        self.classifier = SentimentClassifier(s.model.checkpoint, s.model.device, s.model.threads, s.model.cache_size,
-                                              s.model.inference_batch_size, s.model.quantize)
-        self.metrics.model.labels(self.classifier.name, self.classifier.version, str(self.classifier.device)).set(1)
-        detector = build_detector(s, store, alerts, self.classifier.share_parameters)
-        log.info("model loaded", extra={"model_version": self.classifier.version, "device": str(self.classifier.device),
-                                        "labels": self.classifier.labels, "max_length": self.classifier.max_length})
+        self.models = load_models(s.model)
+        for route, classifier in self.models.items():
+            self.metrics.model.labels(route, classifier.name, classifier.version, str(classifier.device)).set(1)
+            log.info("model loaded", extra={"route": route, "model_version": classifier.version, "device": str(classifier.device),
+                                            "labels": classifier.labels, "max_length": classifier.max_length})
+        estimation, version = share_estimation(self.models)
+        detector = build_detector(s, store, alerts, estimation)
         ensure_topics(s.kafka, [s.kafka.output_topic, s.kafka.dlq_topic, s.kafka.alerts_topic])
         producer = OutputProducer(producer_config(s.kafka))
         webhook = None
@@ -159,10 +185,10 @@ class StreamProcessor:
             except OSError as exc:
                 raise ConfigError(f"cannot serve metrics on {s.runtime.metrics_host}:{s.runtime.metrics_port}: {exc.strerror}") from None
         self.validator = Validator(Limits(s.runtime.max_message_bytes, s.runtime.max_text_bytes), s.kafka.dlq_topic, self.metrics)
-        labeller = Labeller(self.classifier, layout, s.kafka.output_topic, s.kafka.dlq_topic, self.metrics)
+        labeller = Labeller(self.models, layout, s.kafka.output_topic, s.kafka.dlq_topic, self.metrics)
         self.inference = InferenceStage(labeller, self.metrics, self.health, s.runtime.model_failure_timeout_s)
         self.produce = ProduceStep(producer, s.kafka.dlq_topic, self.metrics)
-        self.count = CountStep(store, self.metrics, self.classifier.share_parameters, self.classifier.version)
+        self.count = CountStep(store, self.metrics, estimation, version)
         self.alerting = None
         if s.alerts.alerts:
             outbox = AlertOutbox(alerts, producer, s.kafka.alerts_topic, self.metrics, self.health, webhook)

@@ -59,7 +59,8 @@ class AlertSettings:
 
 @dataclass
 class ModelSettings:
-    checkpoint: str = field(default="checkpoints/latest", metadata={"help": "checkpoint directory or its latest symlink"})
+    checkpoint: str = field(default="checkpoints/latest", metadata={"help": "checkpoint directory or its latest symlink; with --multilingual-checkpoint, the model for English events"})
+    multilingual_checkpoint: str = field(default="", metadata={"help": "checkpoint that reads Chinese (and mixed text); when set, each event goes to it unless its locale is en or, without a locale, its letters are Latin"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     batch_size: int = field(default=64, metadata={"help": "most events per micro-batch"})
     max_wait_ms: int = field(default=100, metadata={"help": "longest wait to fill a micro-batch"})

@@ -17,6 +17,7 @@ import orjson
 from schemas import ErrorCode, labelled_event
 
 from ..kafka.output import Outgoing
+from ..model.language import route_of
 from ..observability import Metrics
 from ..state.counters import MICRO, CounterLayout, Increment
 from .records import DecodedBatch, LabelledBatch, Record
@@ -32,32 +33,50 @@ class ModelUnavailable(Exception):
 
 
 class Labeller:
-    def __init__(self, classifier, layout: CounterLayout, output_topic: str, dlq_topic: str, metrics: Metrics) -> None:
-        self.classifier = classifier
+    """`models` maps a route (model/language.py) to the classifier that reads it; with one model
+    every event goes to it. Counters and alerts are shared: every route's events count alike."""
+
+    def __init__(self, models: dict, layout: CounterLayout, output_topic: str, dlq_topic: str, metrics: Metrics) -> None:
+        if not models:
+            raise ValueError("Labeller needs at least one model")
+        self.models = models
         self.layout = layout
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
         self.metrics = metrics
         self._future_warned_at = 0.0
 
+    def route(self, event) -> str:
+        if len(self.models) == 1:
+            return next(iter(self.models))
+        return route_of(event.data.get("locale"), event.text)
+
     def label(self, decoded: DecodedBatch) -> LabelledBatch:
         """Classify the valid events and build outputs and counter increments (the model's thread)."""
         batch = LabelledBatch(list(decoded.invalid), decoded.span, decoded.size)
         if not decoded.valid:
             return batch
+        by_route: dict[str, list[int]] = {}
+        for i, (_, event) in enumerate(decoded.valid):
+            by_route.setdefault(self.route(event), []).append(i)
+        verdicts: dict[int, tuple] = {}  # position -> (classifier, label, probs row, failure)
         started = time.perf_counter()
-        labels, probs, failures = self._classify([event.text for _, event in decoded.valid])
+        for route, positions in by_route.items():
+            classifier = self.models[route]
+            labels, probs, failures = self._classify(classifier, [decoded.valid[i][1].text for i in positions])
+            self.metrics.events_routed.labels(route).inc(len(positions))
+            for j, i in enumerate(positions):
+                verdicts[i] = (classifier, labels[j], probs[j], failures.get(j))
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
         done_ms = int(time.time() * 1000)
-        classifier = self.classifier
         for i, (source, event) in enumerate(decoded.valid):
-            if i in failures:
+            classifier, label, row, failure = verdicts[i]
+            if failure is not None:
                 self.metrics.dead_lettered.labels(ErrorCode.INFERENCE_FAILED.value).inc()
-                batch.records.append(Record(source, dead_letter(source, ErrorCode.INFERENCE_FAILED, failures[i], done_ms, self.dlq_topic)))
+                batch.records.append(Record(source, dead_letter(source, ErrorCode.INFERENCE_FAILED, failure, done_ms, self.dlq_topic)))
                 continue
-            label = labels[i]
             out = labelled_event(event.data, query_norm=event.query_norm, label=label,
-                                 probs=dict(zip(classifier.labels, probs[i].tolist())),
+                                 probs=dict(zip(classifier.labels, row.tolist())),
                                  model_name=classifier.name, model_version=classifier.version, processed_at_ms=done_ms)
             key = (event.query_norm or event.product_id).encode("utf-8")
             record = Record(source, Outgoing(self.output_topic, key, orjson.dumps(out)))
@@ -68,7 +87,7 @@ class Labeller:
             if reason:
                 self._not_counted(reason, event)
                 continue
-            micro = tuple((name, int(round(float(p) * MICRO))) for name, p in zip(classifier.labels, probs[i]))
+            micro = tuple((name, int(round(float(p) * MICRO))) for name, p in zip(classifier.labels, row))
             where = (source.topic, source.partition, source.offset, event.ts_ms, label, micro)
             if event.query_norm:
                 record.increments.append(Increment("query", event.query_norm, *where))
@@ -84,44 +103,44 @@ class Labeller:
                         "(see sentiment_events_not_counted_total{reason=\"future\"})",
                         extra={"event_id": event.event_id, "ts_ms": event.ts_ms})
 
-    def _classify(self, texts: list[str]) -> tuple[list[str | None], np.ndarray, dict[int, str]]:
+    def _classify(self, classifier, texts: list[str]) -> tuple[list[str | None], np.ndarray, dict[int, str]]:
         """Labels for texts; bad events isolated by bisection when the model works on the rest."""
         try:
-            return self._run(texts)
+            return self._run(classifier, texts)
         except Exception as exc:  # noqa: BLE001 - any model failure must not lose the batch
             first = exc
-        self._probe(first)
-        labels, probs, failures = self._split(texts, first)
+        self._probe(classifier, first)
+        labels, probs, failures = self._split(classifier, texts, first)
         if len(failures) == len(texts):
             raise ModelUnavailable(f"model failed on all {len(texts)} events: {first!r}"[:500])
-        self._probe(first)  # still healthy after the bisection: the failures are the events'
+        self._probe(classifier, first)  # still healthy after the bisection: the failures are the events'
         for reason in failures.values():
             log.warning("model failed on one event; dead-lettering it", extra={"error": reason[:300]})
         return labels, probs, failures
 
-    def _run(self, texts: list[str]) -> tuple[list[str | None], np.ndarray, dict[int, str]]:
-        verdicts = self.classifier.classify(texts)
+    def _run(self, classifier, texts: list[str]) -> tuple[list[str | None], np.ndarray, dict[int, str]]:
+        verdicts = classifier.classify(texts)
         self.metrics.truncated.inc(verdicts.truncated)
         self.metrics.cache_hits.inc(verdicts.cache_hits)
         return list(verdicts.labels), verdicts.probs, {}
 
-    def _probe(self, cause: Exception) -> None:
+    def _probe(self, classifier, cause: Exception) -> None:
         try:
-            self.classifier.forward([PROBE_TEXT])
+            classifier.forward([PROBE_TEXT])
         except Exception as exc:  # noqa: BLE001
             raise ModelUnavailable(f"model fails on a known-good probe: {exc!r} (batch: {cause!r})"[:500]) from None
 
-    def _bisect(self, texts: list[str]) -> tuple[list[str | None], np.ndarray, dict[int, str]]:
+    def _bisect(self, classifier, texts: list[str]) -> tuple[list[str | None], np.ndarray, dict[int, str]]:
         try:
-            return self._run(texts)
+            return self._run(classifier, texts)
         except Exception as exc:  # noqa: BLE001
-            return self._split(texts, exc)
+            return self._split(classifier, texts, exc)
 
-    def _split(self, texts: list[str], exc: Exception) -> tuple[list[str | None], np.ndarray, dict[int, str]]:
+    def _split(self, classifier, texts: list[str], exc: Exception) -> tuple[list[str | None], np.ndarray, dict[int, str]]:
         """`texts` failed with `exc`: an event alone is the offender, a larger batch is halved."""
         if len(texts) == 1:
-            return [None], np.zeros((1, len(self.classifier.labels)), dtype=np.float32), {0: f"model failed: {exc!r}"[:500]}
+            return [None], np.zeros((1, len(classifier.labels)), dtype=np.float32), {0: f"model failed: {exc!r}"[:500]}
         mid = len(texts) // 2
-        left, right = self._bisect(texts[:mid]), self._bisect(texts[mid:])
+        left, right = self._bisect(classifier, texts[:mid]), self._bisect(classifier, texts[mid:])
         failures = {**left[2], **{mid + i: why for i, why in right[2].items()}}
         return left[0] + right[0], np.vstack([left[1], right[1]]), failures

@@ -225,10 +225,13 @@ class CounterStore:
 
     def publish_estimation(self, parameters: dict | None, model_version: str) -> None:
         """What the read side needs to correct shares (the manifest's validation rates), for as long as
-        the counters it applies to live."""
-        if parameters:
-            payload = orjson.dumps({**parameters, "model_version": model_version})
-            self.client.set(self.estimation_key(), payload, ex=self.layout.longest + COARSE_SECONDS)
+        the counters it applies to live. None removes them: the read side then reports pcc, not another
+        model's correction."""
+        if not parameters:
+            self.client.delete(self.estimation_key())
+            return
+        payload = orjson.dumps({**parameters, "model_version": model_version})
+        self.client.set(self.estimation_key(), payload, ex=self.layout.longest + COARSE_SECONDS)
 
     def estimation(self) -> dict | None:
         raw = self.client.get(self.estimation_key())

@@ -30,11 +30,12 @@ class FakeMessage:
 
 class FakeModel:
     labels = ["negative", "neutral", "positive"]
-    name, version = "fake", "v1"
 
-    def __init__(self, broken: bool = False) -> None:
+    def __init__(self, broken: bool = False, name: str = "fake", version: str = "v1") -> None:
         self.calls = 0
         self.broken = broken
+        self.name, self.version = name, version
+        self.texts: list[str] = []
 
     def forward(self, texts):
         if self.broken:
@@ -43,16 +44,37 @@ class FakeModel:
 
     def classify(self, texts):
         self.calls += 1
+        self.texts.extend(texts)
         if self.broken or any("POISON" in t for t in texts):
             raise RuntimeError("CUDA error: device-side assert")
         probs = np.tile(np.array([[0.7, 0.2, 0.1]], dtype=np.float32), (len(texts), 1))
         return Verdicts(["negative"] * len(texts), probs, 0, 0, len(texts))
 
 
-def _label(model, events):
+def _label(model, events, models=None):
     metrics = Metrics()
     decoded = Validator(DEFAULT_LIMITS, "dlq", metrics).decode([FakeMessage(orjson.dumps(e), i) for i, e in enumerate(events)], {("in", 0): 7})
-    return Labeller(model, CounterLayout("x"), "out", "dlq", metrics).label(decoded)
+    return Labeller(models or {"english": model}, CounterLayout("x"), "out", "dlq", metrics).label(decoded)
+
+
+def test_each_event_is_labelled_by_its_routes_model_in_input_order():
+    english, multilingual = FakeModel(name="en", version="v-en"), FakeModel(name="ml", version="v-ml")
+    events = make_events(8, seed=12)
+    texts = {0: ("质量太差了，退货", None), 1: ("Great cable", "zh-CN"), 2: ("Great cable", None), 3: ("蓝牙耳机 great", None)}
+    for i, (text, locale) in texts.items():
+        events[i]["text"] = text
+        events[i]["locale"] = locale
+    for event in events[4:]:
+        event["text"] = "Works as described."
+    batch = _label(None, events, {"english": english, "multilingual": multilingual})
+    outs = [orjson.loads(record.outgoing.value) for record in batch.records]
+    assert [o["event_id"] for o in outs] == [e["event_id"] for e in events]
+    names = [o["model"]["name"] for o in outs]
+    assert names == ["ml", "ml", "en", "ml", "en", "en", "en", "en"]
+    assert [o["model"]["version"] for o in outs][:2] == ["v-ml", "v-ml"]
+    assert english.calls == 1 and multilingual.calls == 1  # one sub-batch per model, not one pass per event
+    assert sorted(multilingual.texts) == sorted([events[0]["text"], events[1]["text"], events[3]["text"]])
+    assert all(len(record.increments) == 2 for record in batch.records)  # every route counts alike
 
 
 def test_model_failure_splits_batch_and_dead_letters_only_the_offender():

@@ -1,0 +1,67 @@
+"""A mixed English/Chinese stream through the real broker and Redis, with two resident models."""
+
+from __future__ import annotations
+
+import shutil
+
+import orjson
+
+from schemas.checkpoint import MANIFEST_FILE
+
+from .conftest import assert_counters_exact
+from .harness import labelled_by_id, make_events, produce, read_topic, wait_committed
+
+CHINESE = ["质量太差了，用了两天就坏了", "非常好用，物流也快", "iPhone 壳很好看，但是容易发黄"]
+ENGLISH = ["Battery died after two days.", "Works great, fast shipping."]
+
+
+def _second_model(tiny_checkpoint, tmp_path):
+    """The tiny checkpoint under another name and version: which model labelled an event is then visible."""
+    target = tmp_path / "multilingual"
+    shutil.copytree(tiny_checkpoint.resolve(), target)
+    manifest = orjson.loads((target / MANIFEST_FILE).read_bytes())
+    manifest["name"], manifest["version"] = "tiny-multilingual", manifest["version"] + "-ml"
+    (target / MANIFEST_FILE).write_bytes(orjson.dumps(manifest))
+    return target, manifest
+
+
+def test_mixed_stream_each_event_labelled_by_its_routes_model_counters_shared(stream, tiny_checkpoint, tmp_path):
+    topics, bootstrap = stream["topics"], stream["bootstrap"]
+    multilingual, manifest = _second_model(tiny_checkpoint, tmp_path)
+    english_manifest = orjson.loads((tiny_checkpoint / MANIFEST_FILE).read_bytes())
+    events = make_events(90, seed=31)
+    expected = {}
+    for i, event in enumerate(events):
+        kind = i % 3
+        if kind == 0:  # Chinese text, no locale: the script decides
+            event["text"], event["locale"] = CHINESE[i % len(CHINESE)], None
+            expected[event["event_id"]] = "tiny-multilingual"
+        elif kind == 1:  # English text, but the producer says zh-CN: the locale decides
+            event["text"], event["locale"] = ENGLISH[i % len(ENGLISH)], "zh-CN"
+            expected[event["event_id"]] = "tiny-multilingual"
+        else:
+            event["text"], event["locale"] = ENGLISH[i % len(ENGLISH)], None
+            expected[event["event_id"]] = english_manifest["name"]
+    produce(bootstrap, topics["input"], [orjson.dumps(e) for e in events])
+    # Rates a one-model consumer left behind must not correct counters two models now feed.
+    stream["store"].publish_estimation(english_manifest["share_estimation"], english_manifest["version"])
+    assert stream["store"].estimation() is not None
+    proc = stream["start"](extra=["--multilingual-checkpoint", str(multilingual)])
+
+    by_id, seen = labelled_by_id(read_topic(bootstrap, topics["output"], expect=len(events)))
+    assert set(by_id) == set(expected) and max(seen.values()) == 1
+    assert {i: by_id[i]["model"]["name"] for i in expected} == expected
+    versions = {by_id[i]["model"]["version"] for i in expected if expected[i] == "tiny-multilingual"}
+    assert versions == {manifest["version"]}
+    wait_committed(bootstrap, stream["group"], topics["input"], 4, len(events))
+    status, metrics = proc.scrape()
+    assert status == 200
+    assert 'sentiment_events_routed_total{route="multilingual"} 60.0' in metrics
+    assert 'sentiment_events_routed_total{route="english"} 30.0' in metrics
+    assert f'sentiment_model_info{{route="multilingual",name="tiny-multilingual",version="{manifest["version"]}",device="cpu"}} 1.0' in metrics
+    assert proc.stop() == 0
+    # One set of counters across languages, exact; two models' confusions do not invert as one: no pacc rates.
+    assert_counters_exact(stream["store"], by_id)
+    assert stream["store"].estimation() is None
+    loaded = [line for line in proc.logs() if line.get("msg") == "model loaded"]
+    assert sorted(line["route"] for line in loaded) == ["english", "multilingual"]
