@@ -58,7 +58,7 @@ def test_mixed_stream_each_event_labelled_by_its_routes_model_counters_shared(st
     assert status == 200
     assert 'sentiment_events_routed_total{route="multilingual"} 60.0' in metrics
     assert 'sentiment_events_routed_total{route="english"} 30.0' in metrics
-    assert f'sentiment_model_info{{route="multilingual",name="tiny-multilingual",version="{manifest["version"]}",device="cpu"}} 1.0' in metrics
+    assert f'sentiment_model_info{{device="cpu",name="tiny-multilingual",route="multilingual",version="{manifest["version"]}"}} 1.0' in metrics
     assert proc.stop() == 0
     # One set of counters across languages, exact; two models' confusions do not invert as one: no pacc rates.
     assert_counters_exact(stream["store"], by_id)
