@@ -8,6 +8,7 @@ COPY pyproject.toml requirements-assets.txt README.md ./
 COPY schemas schemas
 COPY consumer consumer
 COPY trainer trainer
+COPY model_runtime model_runtime
 RUN pip install . && pip install --no-deps -r requirements-assets.txt
 RUN useradd --create-home app && mkdir -p /app/checkpoints && chown app /app/checkpoints
 USER app

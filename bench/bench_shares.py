@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from schemas.calibration import apply_temperature, temperature_of  # noqa: E402
-from schemas.checkpoint import load_checkpoint, predict_probs  # noqa: E402
-from schemas.decision import decide  # noqa: E402
+from model_runtime.calibration import apply_temperature, temperature_of  # noqa: E402
+from model_runtime.decision import decide  # noqa: E402
+from model_runtime.inference import predict_probs  # noqa: E402
+from model_runtime.loading import load_checkpoint  # noqa: E402
 from schemas.shares import estimate_negative_share  # noqa: E402
 from trainer.data import load_examples, split_examples  # noqa: E402
 

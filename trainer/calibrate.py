@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from schemas.calibration import apply_temperature, fit_temperature, negative_log_likelihood
+from model_runtime.calibration import apply_temperature, fit_temperature, negative_log_likelihood
 
 from .errors import TrainerError
 from .metrics import expected_calibration_error

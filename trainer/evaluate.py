@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import orjson
 
-from schemas.decision import decide, decide_binary
+from model_runtime.decision import decide, decide_binary
 
 from .errors import TrainerError
 from .metrics import classification_report

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from schemas.calibration import apply_temperature, temperature_of
-from schemas.checkpoint import load_checkpoint, predict_probs
+from model_runtime.calibration import apply_temperature, temperature_of
+from model_runtime.inference import predict_probs
+from model_runtime.loading import load_checkpoint
 
 from .data import RatingCutoffs, cap_per_source, load_examples, split_examples
 from .errors import TrainerError

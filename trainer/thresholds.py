@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from schemas.decision import decide
+from model_runtime.decision import decide
 
 from .metrics import macro_f1
 

@@ -15,8 +15,10 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
-from schemas.calibration import apply_temperature, share_parameters
-from schemas.checkpoint import FORMAT_VERSION, CheckpointError, pick_device, predict_probs, read_manifest
+from model_runtime.calibration import apply_temperature, share_parameters
+from model_runtime.inference import predict_probs
+from model_runtime.loading import pick_device
+from schemas.checkpoint import FORMAT_VERSION, CheckpointError, read_manifest
 
 from .calibrate import calibrate
 from .config import DataArguments, ModelArguments, TrainingArguments, recipe

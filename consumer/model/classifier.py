@@ -2,7 +2,7 @@
 
 Texts are deduplicated within a batch and looked up in the inference cache; the
 rest are tokenized once, sorted by length and run under `torch.inference_mode`.
-The manifest's decision rule (schemas.decision, the trainer's code) picks labels.
+The manifest's decision rule (model_runtime.decision, shared with the trainer) picks labels.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model_runtime.calibration import apply_temperature, temperature_of
+from model_runtime.decision import decide
+from model_runtime.inference import encode, forward_sorted
+from model_runtime.loading import load_checkpoint
 from schemas import normalize_query
-from schemas.calibration import apply_temperature, temperature_of
-from schemas.checkpoint import encode, forward_sorted, load_checkpoint
-from schemas.decision import decide
 
 from .cache import InferenceCache
 from .faults import check_model_fault

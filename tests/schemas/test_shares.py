@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from schemas.calibration import apply_temperature, fit_temperature, share_parameters, temperature_of
+from model_runtime.calibration import apply_temperature, fit_temperature, share_parameters, temperature_of
 from schemas.shares import estimate_negative_share, pacc, wilson
 
 LABELS = ["negative", "neutral", "positive"]

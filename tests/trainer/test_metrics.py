@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from schemas.decision import decide, decide_binary
+from model_runtime.decision import decide, decide_binary
 from trainer.evaluate import score
 from trainer.metrics import classification_report, expected_calibration_error
 from trainer.thresholds import tune_decision_rule

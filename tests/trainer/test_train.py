@@ -11,9 +11,10 @@ import jsonschema
 import orjson
 import pytest
 
-from schemas.checkpoint import load_checkpoint, read_manifest
-from tests.schemas.test_events import _registry
+from model_runtime.loading import load_checkpoint
 from schemas import load_schema
+from schemas.checkpoint import read_manifest
+from tests.schemas.test_events import _registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
