@@ -33,6 +33,7 @@ from .kafka.output import OutputProducer
 from .kafka.source import KafkaSource
 from .model.classifier import SentimentClassifier
 from .model.language import ENGLISH, MULTILINGUAL
+from .model.reload import ModelReloader
 from .observability import Health, Metrics, serve_metrics
 from .pipeline.alerting import AlertStep
 from .pipeline.commit import CommitStep
@@ -111,15 +112,19 @@ def build_detector(settings: Settings, store: CounterStore, alerts: AlertStore, 
                          estimation=estimation)
 
 
-def load_models(m: ModelSettings) -> dict[str, SentimentClassifier]:
-    """The resident models by route: English alone, or English and multilingual."""
+def checkpoint_paths(m: ModelSettings) -> dict[str, str]:
+    """Each route's checkpoint path: English alone, or English and multilingual."""
+    paths = {ENGLISH: m.checkpoint}
+    if m.multilingual_checkpoint:
+        paths[MULTILINGUAL] = m.multilingual_checkpoint
+    return paths
+
+
+def model_loader(m: ModelSettings):
     def load(path: str) -> SentimentClassifier:
         return SentimentClassifier(path, m.device, m.threads, m.cache_size, m.inference_batch_size, m.quantize)
 
-    models = {ENGLISH: load(m.checkpoint)}
-    if m.multilingual_checkpoint:
-        models[MULTILINGUAL] = load(m.multilingual_checkpoint)
-    return models
+    return load
 
 
 def share_estimation(models: dict[str, SentimentClassifier]) -> tuple[dict | None, str]:
@@ -144,6 +149,7 @@ class StreamProcessor:
         self.deadline = float("inf")
         self.first_batch_logged = False
         self.batches_done = 0
+        self.reloader: ModelReloader | None = None
 
     # -- start-up -------------------------------------------------------------------------
     def start(self) -> None:
@@ -163,13 +169,14 @@ class StreamProcessor:
             raise ConfigError("--redis-wait-replicas must be >= 0 and --redis-wait-timeout-ms > 0")
         store = CounterStore(client, layout, Replication(w.redis_wait_replicas, w.redis_wait_timeout_ms))
         alerts = alert_store(client, layout, s.alerts)
-        self.models = load_models(s.model)
+        paths, load = checkpoint_paths(s.model), model_loader(s.model)
+        self.models = {route: load(path) for route, path in paths.items()}
         for route, classifier in self.models.items():
             self.metrics.model.labels(route, classifier.name, classifier.version, str(classifier.device)).set(1)
             log.info("model loaded", extra={"route": route, "model_version": classifier.version, "device": str(classifier.device),
                                             "labels": classifier.labels, "max_length": classifier.max_length})
         estimation, version = share_estimation(self.models)
-        detector = build_detector(s, store, alerts, estimation)
+        self.detector = detector = build_detector(s, store, alerts, estimation)
         ensure_topics(s.kafka, [s.kafka.output_topic, s.kafka.dlq_topic, s.kafka.alerts_topic])
         producer = OutputProducer(producer_config(s.kafka))
         webhook = None
@@ -185,7 +192,10 @@ class StreamProcessor:
             except OSError as exc:
                 raise ConfigError(f"cannot serve metrics on {s.runtime.metrics_host}:{s.runtime.metrics_port}: {exc.strerror}") from None
         self.validator = Validator(Limits(s.runtime.max_message_bytes, s.runtime.max_text_bytes), s.kafka.dlq_topic, self.metrics)
-        labeller = Labeller(self.models, layout, s.kafka.output_topic, s.kafka.dlq_topic, self.metrics)
+        if s.model.reload_interval_s > 0:
+            self.reloader = ModelReloader(self.models, paths, load, s.model.reload_interval_s, self._swapped, self._refused)
+        labeller = Labeller(self.models, layout, s.kafka.output_topic, s.kafka.dlq_topic, self.metrics,
+                            self.reloader.adopt if self.reloader else lambda: None)
         self.inference = InferenceStage(labeller, self.metrics, self.health, s.runtime.model_failure_timeout_s)
         self.produce = ProduceStep(producer, s.kafka.dlq_topic, self.metrics)
         self.count = CountStep(store, self.metrics, estimation, version)
@@ -197,6 +207,23 @@ class StreamProcessor:
         self.producer = producer
         self.source = KafkaSource(kafka_conf, s.kafka.input_topics)
         self.commit = CommitStep(self.source, self.metrics)
+        if self.reloader is not None:
+            self.reloader.start()
+
+    def _swapped(self, route: str, previous: SentimentClassifier, current: SentimentClassifier) -> None:
+        """A new version took over between batches (the inference thread): metrics, log, share rates."""
+        self.metrics.model.remove(route, previous.name, previous.version, str(previous.device))
+        self.metrics.model.labels(route, current.name, current.version, str(current.device)).set(1)
+        self.metrics.model_reloads.labels(route, "swapped").inc()
+        estimation, version = share_estimation(self.models)
+        self.count.use_estimation(estimation, version)
+        self.detector.estimation = estimation
+        log.info("model swapped", extra={"route": route, "from_version": previous.version, "model_version": current.version})
+
+    def _refused(self, route: str, version: str, reason: str) -> None:
+        self.metrics.model_reloads.labels(route, "refused").inc()
+        log.error("new checkpoint refused; the running model keeps serving",
+                  extra={"route": route, "model_version": version, "reason": reason})
 
     # -- loop -----------------------------------------------------------------------------
     def request_stop(self, signum=None, _frame=None) -> None:
@@ -263,6 +290,8 @@ class StreamProcessor:
         log.warning("batch abandoned uncommitted", extra={"reason": reason})
 
     def shutdown(self) -> None:
+        if self.reloader is not None:
+            self.reloader.close()
         self.inference.close()
         self.commit.close()
         self.source.close()

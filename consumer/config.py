@@ -67,6 +67,7 @@ class ModelSettings:
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = one per core)"})
     inference_batch_size: int = field(default=0, metadata={"help": "texts per forward pass after length sorting (0 = 16 on CPU, where small sorted sub-batches pad least; 512 on CUDA)"})
     quantize: str = field(default="none", metadata={"help": "int8: dynamic int8 quantization of the Linear layers (CPU only; measure its accuracy with trainer evaluate --quantize int8)", "choices": ["none", "int8"]})
+    reload_interval_s: float = field(default=30.0, metadata={"help": "poll the checkpoint paths this often and swap a new version in between batches, without a restart (0 = never)"})
     cache_size: int = field(default=50_000, metadata={"help": "inference cache entries (same normalized text + model version); 0 disables"})
 
 

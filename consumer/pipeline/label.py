@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 import orjson
@@ -36,10 +37,12 @@ class Labeller:
     """`models` maps a route (model/language.py) to the classifier that reads it; with one model
     every event goes to it. Counters and alerts are shared: every route's events count alike."""
 
-    def __init__(self, models: dict, layout: CounterLayout, output_topic: str, dlq_topic: str, metrics: Metrics) -> None:
+    def __init__(self, models: dict, layout: CounterLayout, output_topic: str, dlq_topic: str, metrics: Metrics,
+                 between_batches: Callable[[], None] = lambda: None) -> None:
         if not models:
             raise ValueError("Labeller needs at least one model")
         self.models = models
+        self.between_batches = between_batches  # hot reload swaps models here (model/reload.py)
         self.layout = layout
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
@@ -53,6 +56,7 @@ class Labeller:
 
     def label(self, decoded: DecodedBatch) -> LabelledBatch:
         """Classify the valid events and build outputs and counter increments (the model's thread)."""
+        self.between_batches()
         batch = LabelledBatch(list(decoded.invalid), decoded.span, decoded.size)
         if not decoded.valid:
             return batch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -181,3 +182,12 @@ def expected_prob_sums(events: dict[str, dict]) -> dict[tuple[str, str], dict[st
             for label, p in event["sentiment"]["probs"].items():
                 sums[label] = sums.get(label, 0.0) + p
     return out
+
+
+def copy_checkpoint(source: Path, target: Path, **manifest: str) -> dict:
+    """A copy of a checkpoint with manifest fields replaced (name, version): another model to the consumer."""
+    shutil.copytree(source.resolve(), target)
+    data = orjson.loads((target / "manifest.json").read_bytes())
+    data.update(manifest)
+    (target / "manifest.json").write_bytes(orjson.dumps(data))
+    return data

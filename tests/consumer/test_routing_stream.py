@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
-
 import orjson
 
 from schemas.checkpoint import MANIFEST_FILE
 
 from .conftest import assert_counters_exact
-from .harness import labelled_by_id, make_events, produce, read_topic, wait_committed
+from .harness import copy_checkpoint, labelled_by_id, make_events, produce, read_topic, wait_committed
 
 CHINESE = ["质量太差了，用了两天就坏了", "非常好用，物流也快", "iPhone 壳很好看，但是容易发黄"]
 ENGLISH = ["Battery died after two days.", "Works great, fast shipping."]
 
 
-def _second_model(tiny_checkpoint, tmp_path):
-    """The tiny checkpoint under another name and version: which model labelled an event is then visible."""
-    target = tmp_path / "multilingual"
-    shutil.copytree(tiny_checkpoint.resolve(), target)
-    manifest = orjson.loads((target / MANIFEST_FILE).read_bytes())
-    manifest["name"], manifest["version"] = "tiny-multilingual", manifest["version"] + "-ml"
-    (target / MANIFEST_FILE).write_bytes(orjson.dumps(manifest))
-    return target, manifest
-
-
 def test_mixed_stream_each_event_labelled_by_its_routes_model_counters_shared(stream, tiny_checkpoint, tmp_path):
     topics, bootstrap = stream["topics"], stream["bootstrap"]
-    multilingual, manifest = _second_model(tiny_checkpoint, tmp_path)
+    multilingual = tmp_path / "multilingual"
+    english_version = orjson.loads((tiny_checkpoint / MANIFEST_FILE).read_bytes())["version"]
+    # The tiny checkpoint under another name and version: which model labelled an event is then visible.
+    manifest = copy_checkpoint(tiny_checkpoint, multilingual, name="tiny-multilingual", version=english_version + "-ml")
     english_manifest = orjson.loads((tiny_checkpoint / MANIFEST_FILE).read_bytes())
     events = make_events(90, seed=31)
     expected = {}

@@ -30,3 +30,34 @@ def test_publish_swaps_latest_and_failure_keeps_previous(tmp_path):
     publish(tmp_path, "v3", _write_ok, {"version": "v3"})
     assert os.readlink(tmp_path / "latest") == "v3"
     assert (tmp_path / "v1").is_dir()
+
+
+def _manifest(version: str) -> dict:
+    return {"format_version": 1, "version": version, "created_at": "2026-12-01T00:00:00Z", "base_model": "b",
+            "labels": ["negative", "positive"], "max_length": 8, "decision": {"kind": "argmax"}, "metrics": {},
+            "data": {}, "hyperparameters": {}, "training": {}}
+
+
+def test_rollback_points_latest_at_the_previous_or_a_named_version(tmp_path, capsys):
+    from trainer.cli import main
+
+    for version in ("20261201T100000Z-a", "20261201T110000Z-b", "20261201T120000Z-c"):
+        publish(tmp_path, version, _write_ok, _manifest(version))
+    assert main(["rollback", "--output-dir", str(tmp_path)]) == 0
+    assert os.readlink(tmp_path / "latest") == "20261201T110000Z-b"
+    assert "20261201T120000Z-c -> 20261201T110000Z-b" in capsys.readouterr().out
+    assert main(["rollback", "--output-dir", str(tmp_path), "--version", "20261201T120000Z-c"]) == 0  # roll forward again
+    assert os.readlink(tmp_path / "latest") == "20261201T120000Z-c"
+
+    assert main(["rollback", "--output-dir", str(tmp_path), "--version", "nope"]) == 2
+    assert "version 'nope' is not a checkpoint" in capsys.readouterr().err
+    assert os.readlink(tmp_path / "latest") == "20261201T120000Z-c"
+
+
+def test_rollback_with_nothing_older_says_so_and_keeps_latest(tmp_path, capsys):
+    from trainer.cli import main
+
+    publish(tmp_path, "20261201T100000Z-a", _write_ok, _manifest("20261201T100000Z-a"))
+    assert main(["rollback", "--output-dir", str(tmp_path)]) == 2
+    assert "no version older than 20261201T100000Z-a" in capsys.readouterr().err
+    assert os.readlink(tmp_path / "latest") == "20261201T100000Z-a"
