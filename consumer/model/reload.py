@@ -50,7 +50,7 @@ class ModelReloader:
         self.on_swap = on_swap
         self.on_refused = on_refused
         self._pending: dict[str, object] = {}
-        self._refused: dict[str, str] = {}  # route -> the version (or unreadable target) last refused
+        self._refused: dict[str, tuple[str, str]] = {}  # route -> (version, reason) last refused
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-reload", daemon=True)
@@ -74,11 +74,11 @@ class ModelReloader:
         try:
             version = read_manifest(path)["version"]
         except CheckpointError as exc:
-            self._refuse(route, f"unreadable:{exc}", str(exc))
+            self._refuse(route, "(unreadable)", str(exc))
             return
         with self._lock:
             known = {self.models[route].version, getattr(self._pending.get(route), "version", None)}
-        if version in known or self._refused.get(route) == version:
+        if version in known or self._refused.get(route, ("",))[0] == version:
             return
         try:
             candidate = self.load(path)
@@ -93,11 +93,11 @@ class ModelReloader:
             self._pending[route] = candidate
         log.info("model version loaded; swapping in at the next batch", extra={"route": route, "model_version": candidate.version})
 
-    def _refuse(self, route: str, key: str, reason: str) -> None:
-        if self._refused.get(route) == key:
-            return  # said once per version
-        self._refused[route] = key
-        self.on_refused(route, key.removeprefix("unreadable:")[:80], reason[:300])
+    def _refuse(self, route: str, version: str, reason: str) -> None:
+        if self._refused.get(route) == (version, reason):
+            return  # said once per version (once per reason while the manifest is unreadable)
+        self._refused[route] = (version, reason)
+        self.on_refused(route, version, reason[:300])
 
     def adopt(self) -> None:
         """Swap in the versions that are ready (the inference thread, between batches)."""
