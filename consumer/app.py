@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 
 from schemas import Limits
+from schemas.kafka_connection import redact
+from schemas.timestamps import parse_duration
 
 from .alerts.detector import SpikeDetector
 from .alerts.outbox import AlertOutbox
@@ -25,10 +27,9 @@ from .alerts.rule import SpikeRule
 from .alerts.schedule import EvaluationSchedule
 from .alerts.state import AlertStore
 from .alerts.webhook import WebhookNotifier
-from .config import (AlertSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RedisWriteSettings, RuntimeSettings,
-                     parse_duration)
+from .config import AlertSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RedisWriteSettings, RuntimeSettings
 from .errors import ConfigError
-from .kafka.clients import consumer_config, ensure_topics, producer_config, redact
+from .kafka.clients import consumer_config, ensure_topics, producer_config
 from .kafka.output import OutputProducer
 from .kafka.source import KafkaSource
 from .model.classifier import SentimentClassifier
@@ -66,7 +67,7 @@ class Settings:
         try:
             windows = tuple(sorted({parse_duration(w) for w in self.counters.windows}))
         except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+            raise ConfigError(f"--windows: {exc}") from None
         if not windows:
             raise ConfigError("--windows needs at least one window")
         if self.counters.bucket_seconds <= 0 or 3600 % self.counters.bucket_seconds:
@@ -92,7 +93,7 @@ def alert_times(a: AlertSettings, layout: CounterLayout) -> AlertTimes:
     try:
         times = AlertTimes(parse_duration(a.alert_window), parse_duration(a.alert_baseline_window), parse_duration(a.alert_cooldown))
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"--alert-window, --alert-baseline-window, --alert-cooldown: {exc}") from None
     if times.window_s > layout.fine_horizon:
         raise ConfigError(f"--alert-window {a.alert_window} must fit the fine buckets (at most {layout.fine_horizon} s)")
     if times.baseline_s + times.window_s > layout.longest + 3600:

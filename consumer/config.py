@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from schemas.kafka_connection import KafkaConnection
+
 
 @dataclass
-class KafkaSettings:
-    bootstrap_servers: str = field(default="127.0.0.1:9092", metadata={"env": "KAFKA_BOOTSTRAP_SERVERS", "help": "Kafka bootstrap servers, host:port[,host:port]"})
+class KafkaSettings(KafkaConnection):
     group_id: str = field(default="sentiment-consumer", metadata={"env": "GROUP_ID", "help": "consumer group; run more processes with the same id to scale out"})
     input_topics: list[str] = field(default_factory=lambda: ["search-results", "reviews"], metadata={"help": "topics to read (comma-separated or repeated)", "metavar": "TOPIC"})
     output_topic: str = field(default="sentiment-labelled", metadata={"help": "topic for labelled events (keyed by normalized query)"})
@@ -16,8 +17,6 @@ class KafkaSettings:
     topic_partitions: int = field(default=4, metadata={"help": "partitions for output/DLQ/alerts topics created at start-up"})
     topic_replication: int = field(default=0, metadata={"help": "replication factor for topics created at start-up (0 = 3, or the number of brokers if fewer)"})
     topic_min_insync_replicas: int = field(default=0, metadata={"help": "min.insync.replicas of topics created at start-up: with acks=all, a write needs this many replicas (0 = replication factor - 1, at least 1)"})
-    kafka_config: list[str] = field(default_factory=list, metadata={"help": "librdkafka setting key=value passed to every client (security.protocol, sasl.*, ssl.*); repeatable", "metavar": "KEY=VALUE"})
-    kafka_config_file: str = field(default="", metadata={"help": "file of librdkafka key=value lines (# comments), applied before --kafka-config"})
 
 
 @dataclass
@@ -82,11 +81,3 @@ class RuntimeSettings:
     model_failure_timeout_s: float = field(default=300.0, metadata={"help": "when the model fails on every batch (systemic, e.g. CUDA or out of memory), pause and retry for this long, then exit non-zero"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR", "choices": ["DEBUG", "INFO", "WARNING", "ERROR"]})
 
-
-def parse_duration(text: str) -> int:
-    """'90s', '5m', '1h', '2d' -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip()
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) <= 0:
-        raise ValueError(f"window {text!r} is not a duration like 90s, 5m, 1h or 2d")
-    return int(text[:-1]) * units[text[-1]]

@@ -9,7 +9,6 @@ from schemas import normalize_query
 from schemas.shares import estimate_negative_share
 
 from .alerts.state import AlertStore
-from .config import parse_duration
 from .state.counters import CounterStore, WindowStats
 
 LABELS = ("negative", "neutral", "positive")
@@ -23,7 +22,7 @@ def window_seconds(store: CounterStore, window: str) -> int:
     try:
         seconds = parse_duration(window)
     except ValueError as exc:
-        raise BadRequest(str(exc)) from None
+        raise BadRequest(f"window: {exc}") from None
     if seconds > store.layout.longest:
         raise BadRequest(f"window {window} is longer than the longest kept window ({store.layout.longest} s)")
     return seconds

@@ -1,4 +1,4 @@
-"""Event timestamps: RFC 3339 strings or integer epoch milliseconds, to epoch ms."""
+"""Times every command reads: event timestamps (RFC 3339 or epoch ms) and durations (90s, 5m, 1h, 2d)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,12 @@ def parse_timestamp(value: object) -> int:
 def format_timestamp(epoch_ms: int) -> str:
     """Epoch ms to RFC 3339 in UTC with millisecond precision."""
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '5m', '1h', '2d' -> seconds; ValueError names the bad value."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip()
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+        raise ValueError(f"{text!r} is not a duration like 90s, 5m, 1h or 2d")
+    return int(text[:-1]) * units[text[-1]]

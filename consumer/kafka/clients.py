@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-import re
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from schemas.kafka_connection import KafkaSettingsError, connection_config
+
 from ..config import KafkaSettings
 from ..errors import ConfigError
 
 log = logging.getLogger("consumer.kafka")
-_SECRET = re.compile(r"(password|secret|token|\.key\.pem|private|credentials|sasl\.jaas|oauthbearer\.config)", re.IGNORECASE)
 # Settings the consumer's delivery guarantee rests on: a user value would silently break it.
 OWNED = {
     "enable.auto.commit": "offsets are committed only after outputs are acked and Redis is written",
@@ -25,41 +24,14 @@ OWNED = {
     "request.required.acks": "every output must be acknowledged by all in-sync replicas (acks=all)",
     "transactional.id": "the pipeline is at-least-once with fenced counters, not transactional",
 }
-REDACTED = "***"
-
-
-def redact(config: dict[str, Any]) -> dict[str, Any]:
-    """A copy safe to log: values of password/secret/key settings replaced."""
-    return {key: REDACTED if _SECRET.search(key) else value for key, value in config.items()}
-
-
-def _parse_pairs(lines: list[str], where: str) -> dict[str, str]:
-    pairs = {}
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        key, sep, value = line.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{where}{number}: expected key=value, got {line.split('=')[0][:40]!r}")
-        pairs[key.strip()] = value.strip()
-    return pairs
 
 
 def client_config(settings: KafkaSettings) -> dict[str, str]:
     """Settings common to every client: bootstrap servers plus pass-through librdkafka keys."""
-    config = {"bootstrap.servers": settings.bootstrap_servers}
-    if settings.kafka_config_file:
-        path = Path(settings.kafka_config_file)
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ConfigError(f"kafka config file {path}: {exc.strerror}") from None
-        config.update(_parse_pairs(lines, f"{path}:"))
-    config.update(_parse_pairs(settings.kafka_config, "--kafka-config #"))
-    for key in config.keys() & OWNED.keys():
-        raise ConfigError(f"--kafka-config {key} is set by the consumer itself ({OWNED[key]}); remove it")
-    return config
+    try:
+        return connection_config(settings, "consumer", OWNED)
+    except KafkaSettingsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def consumer_config(settings: KafkaSettings, on_stats=None) -> dict[str, Any]:

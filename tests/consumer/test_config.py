@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from consumer.cli import build_parser
-from consumer.config import KafkaSettings, parse_duration
+from consumer.config import KafkaSettings
 from consumer.errors import ConfigError
-from consumer.kafka.clients import client_config, consumer_config, redact
+from consumer.kafka.clients import client_config, consumer_config
 from consumer.redis_client import redacted_url
+from schemas.kafka_connection import redact
 
 
 def test_pass_through_from_file_and_flags(tmp_path):
@@ -75,17 +76,6 @@ def test_flags_take_defaults_from_env(monkeypatch):
     assert (args.bootstrap_servers, args.redis_url, args.batch_size) == ("broker:19092", "redis://r:6379/3", 128)
     assert args.input_topics == ["a", "b"]
     assert build_parser().parse_args(["run", "--batch-size", "8"]).batch_size == 8
-
-
-@pytest.mark.parametrize("text, seconds", [("90s", 90), ("5m", 300), ("1h", 3600), ("2d", 172800)])
-def test_durations(text, seconds):
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["5", "m", "0m", "-5m", "5y", "1.5h"])
-def test_bad_durations(text):
-    with pytest.raises(ValueError):
-        parse_duration(text)
 
 
 def test_created_topics_replicate_to_three_with_two_in_sync_when_the_cluster_allows():
