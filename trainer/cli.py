@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from schemas.checkpoint import CheckpointError
+from schemas.kafka_connection import KafkaConnection
 from schemas.settings import add_dataclass_arguments, dataclass_from_args
 
 from .bases import DEFAULT_CACHE_DIR, E5, prepare_base
@@ -41,6 +42,12 @@ class PrepareBaseArguments:
 
 
 @dataclass
+class PublishArguments:
+    output_dir: str = field(default="checkpoints", metadata={"help": "the directory holding <version>/ checkpoints and the latest symlink"})
+    version: str = field(default="", metadata={"env": "PUBLISH_VERSION", "help": "version to point latest at (required)"})
+
+
+@dataclass
 class RollbackArguments:
     output_dir: str = field(default="checkpoints", metadata={"help": "the directory holding <version>/ checkpoints and the latest symlink"})
     version: str = field(default="", metadata={"env": "ROLLBACK_VERSION", "help": "version to point latest at (default: the one published before the current latest)"})
@@ -54,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(train, ModelArguments, "model")
     add_dataclass_arguments(train, DataArguments, "data")
     add_dataclass_arguments(train, TrainingArguments, "training")
+    add_dataclass_arguments(train, KafkaConnection, "kafka (for kafka: sources; the consumer's flags and variables)")
     evaluate = commands.add_parser("evaluate", help="score a checkpoint on labelled data; prints one JSON object",
                                    description="Score a checkpoint on labelled data (label or rating columns). Prints one JSON object; binary mode when the data has only negative/positive and the model also predicts neutral.")
     add_dataclass_arguments(evaluate, EvaluateArguments, "evaluation")
@@ -66,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           description="Swap OUTPUT_DIR/latest to --version, or to the version published before the current one. "
                                                       "Running consumers swap to it within their --reload-interval-s, without a restart.")
     add_dataclass_arguments(rollback_parser, RollbackArguments, "rollback")
+    publish_parser = commands.add_parser("publish", help="point OUTPUT_DIR/latest at --version, atomically (e.g. a candidate the comparison refused)",
+                                         description="Swap OUTPUT_DIR/latest to --version after checking its manifest. "
+                                                     "Running consumers swap to it within their --reload-interval-s, without a restart.")
+    add_dataclass_arguments(publish_parser, PublishArguments, "publish")
     return parser
 
 
@@ -81,10 +93,12 @@ def main(argv: list[str] | None = None) -> int:
             from .train import train
 
             published = train(dataclass_from_args(ModelArguments, args), dataclass_from_args(DataArguments, args),
-                              dataclass_from_args(TrainingArguments, args))
+                              dataclass_from_args(TrainingArguments, args), dataclass_from_args(KafkaConnection, args))
             print(published)
-        elif args.command == "rollback":
-            options = dataclass_from_args(RollbackArguments, args)
+        elif args.command in ("rollback", "publish"):
+            options = dataclass_from_args(RollbackArguments if args.command == "rollback" else PublishArguments, args)
+            if args.command == "publish" and not options.version:
+                raise TrainerError("publish needs --version V (a directory name under --output-dir)")
             previous, current = rollback(options.output_dir, options.version)
             print(f"{options.output_dir}/latest: {previous} -> {current}")
         elif args.command == "prepare-base":

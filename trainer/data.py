@@ -1,19 +1,22 @@
 """Training data: read labelled rows (files or built-in corpora), clean, split.
 
 Rows carry `text` and either `label` (negative / neutral / positive, or 0 / 1) or
-`rating` (1-5 stars mapped by `RatingCutoffs`). Splits are decided by a hash of the
-normalized text, so a text never lands in two splits and reruns give the same split.
+`rating` (1-5 stars mapped by `RatingCutoffs`). Texts are deduplicated by their
+normalized form, so a text never lands in two splits. The split is a keyed hash of the
+row's split key: the normalized text for files and corpora, the `event_id` for events
+read from Kafka, so an event keeps its split however the stream grows.
 """
 
 from __future__ import annotations
 
 import csv
-import random
 import hashlib
+import itertools
+import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import orjson
 
@@ -46,12 +49,20 @@ class RatingCutoffs:
         return "positive" if rating >= self.positive_min else "neutral"
 
 
+class SourceRow(NamedTuple):
+    text: str
+    label: str
+    source: str
+    split_key: str | None = None  # None: the normalized text decides the split
+
+
 @dataclass(frozen=True)
 class Example:
     text: str
     label: str
     source: str
-    key: str  # normalized text: dedupe and split key
+    key: str  # normalized text: the dedupe key
+    split_key: str  # hashed to pick the split
 
 
 @dataclass
@@ -123,12 +134,12 @@ def _file_rows(path: Path) -> Iterator[tuple[dict[str, Any], str]]:
         raise TrainerError(f"{path}: unreadable CSV: {exc}") from None
 
 
-def read_source(spec: str, cutoffs: RatingCutoffs) -> Iterator[tuple[str, str, str]]:
-    """(text, label, source) from `builtin:NAME` or a .jsonl/.csv/.tsv path."""
+def read_source(spec: str, cutoffs: RatingCutoffs) -> Iterator[SourceRow]:
+    """Rows from `builtin:NAME` or a .jsonl/.csv/.tsv path."""
     if spec.startswith("builtin:"):
         name = spec.removeprefix("builtin:")
         for text, label in read_builtin(name):
-            yield text, parse_label({"label": label}, cutoffs, spec), name
+            yield SourceRow(text, parse_label({"label": label}, cutoffs, spec), name)
         return
     path = Path(spec)
     for row, where in _file_rows(path):
@@ -137,32 +148,34 @@ def read_source(spec: str, cutoffs: RatingCutoffs) -> Iterator[tuple[str, str, s
             raise TrainerError(f"{where}: missing 'text'")
         if not isinstance(text, str):
             raise TrainerError(f"{where}: 'text' must be a string")
-        yield text, parse_label(row, cutoffs, where), path.name
+        yield SourceRow(text, parse_label(row, cutoffs, where), path.name)
 
 
-def load_examples(specs: Iterable[str], cutoffs: RatingCutoffs = RatingCutoffs()) -> tuple[list[Example], CleaningReport]:
-    """Read every source, then strip, drop empty/over-long rows, dedupe, drop conflicts."""
+def load_examples(specs: Iterable[str], cutoffs: RatingCutoffs = RatingCutoffs(),
+                  stream_rows: Iterable[SourceRow] = ()) -> tuple[list[Example], CleaningReport]:
+    """Read every source (plus rows already read from Kafka), then strip, drop empty/over-long
+    rows, dedupe, drop conflicts."""
     report = CleaningReport()
-    by_key: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
-    for spec in specs:
-        for text, label, source in read_source(spec, cutoffs):
-            report.rows += 1
-            text = text.strip()
-            if not text:
-                report.empty += 1
-                continue
-            if len(text) > MAX_TEXT_CHARS:
-                report.too_long += 1
-                continue
-            by_key[normalize_query(text)].append((text, label, source))
+    by_key: dict[str, list[SourceRow]] = defaultdict(list)
+    for row in itertools.chain(*(read_source(spec, cutoffs) for spec in specs), stream_rows):
+        report.rows += 1
+        text = row.text.strip()
+        if not text:
+            report.empty += 1
+            continue
+        if len(text) > MAX_TEXT_CHARS:
+            report.too_long += 1
+            continue
+        by_key[normalize_query(text)].append(row._replace(text=text))
     examples = []
     for key, rows in by_key.items():
-        if len({label for _, label, _ in rows}) > 1:
+        if len({row.label for row in rows}) > 1:
             report.conflicting_texts += 1
             continue
         report.duplicates += len(rows) - 1
-        text, label, source = rows[0]
-        examples.append(Example(text, label, source, key))
+        # The smallest split key represents the text: the same whatever order partitions were read in.
+        row = min(rows, key=lambda r: r.split_key or key)
+        examples.append(Example(row.text, row.label, row.source, key, row.split_key or key))
     if not examples:
         raise TrainerError("no usable examples after cleaning (all rows empty, too long, duplicated or conflicting)")
     report.kept = len(examples)
@@ -184,7 +197,7 @@ def split_examples(examples: list[Example], *, seed: int = 13, validation_ratio:
         raise TrainerError(f"split ratios must be > 0 and sum below 1, got validation {validation_ratio}, test {test_ratio}")
     splits: dict[str, list[Example]] = {"train": [], "validation": [], "test": []}
     for example in examples:
-        splits[split_of(example.key, seed, validation_ratio, test_ratio)].append(example)
+        splits[split_of(example.split_key, seed, validation_ratio, test_ratio)].append(example)
     for name, rows in splits.items():
         if not rows:
             raise TrainerError(f"the {name} split is empty ({len(examples)} examples); add data or change the ratios")

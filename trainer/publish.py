@@ -37,11 +37,13 @@ def ensure_writable(output_dir: str | Path) -> None:
         raise TrainerError(f"output dir {root} is not writable: {exc.strerror}") from None
 
 
-def publish(output_dir: str | Path, version: str, write: Callable[[Path], None], manifest: dict) -> Path:
+def publish(output_dir: str | Path, version: str, write: Callable[[Path], None], manifest: dict, *,
+            make_latest: bool = True) -> Path:
     """Write a checkpoint with `write(tmp_dir)`, add the manifest, publish it atomically.
 
     A reader following `latest` sees the previous checkpoint or the new one, never a
     half-written directory; a failure anywhere leaves `latest` where it was.
+    `make_latest=False` keeps a refused candidate on disk without serving it.
     """
     root = Path(output_dir)
     try:
@@ -61,7 +63,8 @@ def publish(output_dir: str | Path, version: str, write: Callable[[Path], None],
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    point_latest(root, version)
+    if make_latest:
+        point_latest(root, version)
     return final
 
 
@@ -73,8 +76,13 @@ def point_latest(root: Path, version: str) -> None:
     os.replace(link_tmp, root / LATEST)
 
 
+def _refused(directory: Path) -> bool:
+    return read_manifest(directory).get("comparison", {}).get("passed") is False
+
+
 def rollback(output_dir: str | Path, version: str = "") -> tuple[str, str]:
-    """Point `latest` at `version`, or at the version published before the current one; (from, to).
+    """Point `latest` at `version`, or at the newest version before the current one that the
+    comparison did not refuse; (from, to).
 
     Running consumers follow within their --reload-interval-s, as they follow a new version.
     """
@@ -90,7 +98,7 @@ def rollback(output_dir: str | Path, version: str = "") -> tuple[str, str]:
             raise TrainerError(f"version {version!r} is not a checkpoint in {root} (published: {', '.join(published[-5:]) or 'none'})")
         target = version
     else:
-        older = [name for name in published if name < current]
+        older = [name for name in published if name < current and not _refused(root / name)]
         if not older:
             raise TrainerError(f"no version older than {current} in {root} to roll back to")
         target = older[-1]

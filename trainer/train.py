@@ -18,15 +18,17 @@ from tqdm import tqdm
 from model_runtime.calibration import apply_temperature, share_parameters
 from model_runtime.inference import predict_probs
 from model_runtime.loading import pick_device
-from schemas.checkpoint import FORMAT_VERSION, CheckpointError, read_manifest
+from schemas.checkpoint import FORMAT_VERSION, MANIFEST_FILE, CheckpointError, read_manifest
+from schemas.kafka_connection import KafkaConnection
 
 from .calibrate import calibrate
+from .compare import compare, scores_by_source
 from .config import DataArguments, ModelArguments, TrainingArguments, recipe
 from .data import LABEL_NAMES, RatingCutoffs, cap_per_source, fingerprint, load_examples, split_examples
 from .errors import TrainerError
-from .evaluate import score
 from .metrics import macro_f1
 from .publish import LATEST, ensure_writable, publish
+from .stream import read_reviews, split_kafka_sources
 from .thresholds import tune_decision_rule
 
 log = logging.getLogger("trainer")
@@ -81,16 +83,22 @@ def _load_base(base_model: str, labels: list[str], dropout: float):
     return tokenizer, model
 
 
-def prepare_data(data: DataArguments):
+def prepare_data(data: DataArguments, kafka: KafkaConnection):
+    """Splits, the cleaning report, and what was read from Kafka (None without kafka: sources)."""
     if not data.data:
-        raise TrainerError("no training data: pass --data PATH or --data builtin:NAME")
+        raise TrainerError("no training data: pass --data PATH, --data builtin:NAME or --data kafka:TOPIC")
     cutoffs = RatingCutoffs(data.negative_max_rating, data.positive_min_rating)
-    examples, report = load_examples(data.data, cutoffs)
+    topics, specs = split_kafka_sources(data.data)
+    stream_rows, stream = [], None
+    if topics:
+        stream_rows, stream = read_reviews(topics, kafka, cutoffs, since=data.since, max_events=data.max_stream_events)
+        log.info("read %d events from %s: %d rated reviews used", stream.events, ", ".join(topics), stream.used)
+    examples, report = load_examples(specs, cutoffs, stream_rows)
     splits = split_examples(examples, seed=data.split_seed, validation_ratio=data.validation_ratio, test_ratio=data.test_ratio)
     splits["train"] = cap_per_source(splits["train"], data.max_train_examples, data.split_seed)
     for name in ("validation", "test"):
         splits[name] = cap_per_source(splits[name], data.max_eval_examples, data.split_seed)
-    return splits, report
+    return splits, report, stream
 
 
 def _recipe_hash(hyperparameters: dict, fingerprints: dict[str, str]) -> str:
@@ -107,15 +115,30 @@ def _reusable(output_dir: str, recipe_hash: str) -> Path | None:
     return latest.resolve() if manifest.get("recipe_hash") == recipe_hash else None
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments) -> Path:
-    """Train, tune the decision rule, evaluate, publish. Returns the published directory."""
+def _deployed(output_dir: str, compare_with: str) -> Path | None:
+    """The checkpoint the candidate must not fall behind: --compare-with, else OUTPUT_DIR/latest if any."""
+    if compare_with:
+        if not (Path(compare_with) / MANIFEST_FILE).is_file():
+            raise TrainerError(f"--compare-with {compare_with}: no checkpoint there (no {MANIFEST_FILE})")
+        return Path(compare_with).resolve()
+    latest = Path(output_dir) / LATEST
+    return latest.resolve() if (latest / MANIFEST_FILE).is_file() else None
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingArguments,
+          kafka: KafkaConnection | None = None) -> Path:
+    """Train, tune the decision rule, evaluate, compare with the deployed checkpoint, publish.
+
+    Returns the published directory. A candidate the comparison refuses is written but
+    `latest` stays, and TrainerError says so (unless `args.force`)."""
     import torch
     import torch.nn.functional as F
     from transformers import get_linear_schedule_with_warmup
 
     started = time.monotonic()
     ensure_writable(args.output_dir)
-    splits, cleaning = prepare_data(data_args)
+    deployed_dir = _deployed(args.output_dir, args.compare_with)
+    splits, cleaning, stream = prepare_data(data_args, kafka or KafkaConnection())
     fingerprints = {name: fingerprint(rows) for name, rows in splits.items()}
     hyperparameters = recipe(model_args, data_args, args)
     recipe_hash = _recipe_hash(hyperparameters, fingerprints)
@@ -220,16 +243,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     test = splits["test"]
     test_probs = apply_temperature(predict_probs(model, tokenizer, [e.text for e in test], max_length=model_args.max_length,
                                                  batch_size=args.eval_batch_size, device=device), calibration["temperature"])
+    test_scores = scores_by_source(test_probs, test, labels, decision)
     metrics = {
-        "validation": _summary(score(val_probs, [e.label for e in validation], labels, decision)),
-        "test": _summary(score(test_probs, [e.label for e in test], labels, decision)),
-        "test_per_source": {
-            source: _summary(score(test_probs[mask], [e.label for e, m in zip(test, mask) if m], labels, decision))
-            for source in sorted({e.source for e in test})
-            if (mask := np.array([e.source == source for e in test])).any()
-        },
+        "validation": scores_by_source(val_probs, validation, labels, decision)["overall"],
+        "test": test_scores["overall"],
+        "test_per_source": test_scores["per_source"],
         "history": history,
     }
+    comparison = compare(test_scores, deployed_dir, test, device=args.device, batch_size=args.eval_batch_size,
+                         max_regression=args.max_regression)
     created = datetime.now(UTC)
     version = f"{created:%Y%m%dT%H%M%SZ}-{recipe_hash[:8]}"
     manifest = {
@@ -246,12 +268,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         "metrics": metrics,
         "data": {
             "sources": list(data_args.data),
+            **({"kafka": stream.as_dict()} if stream else {}),
             "cleaning": cleaning.as_dict(),
             "splits": {name: {"size": len(rows), "fingerprint": fingerprints[name],
                               "labels": dict(Counter(e.label for e in rows))} for name, rows in splits.items()},
         },
         "hyperparameters": hyperparameters,
         "recipe_hash": recipe_hash,
+        **({"comparison": {**comparison, "forced": args.force}} if comparison else {}),
         "training": {"seconds": round(time.monotonic() - started, 1), "device": str(device),
                      "torch_threads": torch.get_num_threads(), "evaluations": evals},
     }
@@ -260,11 +284,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         model.save_pretrained(directory, safe_serialization=True)
         tokenizer.save_pretrained(directory)
 
-    published = publish(args.output_dir, version, write, manifest)
+    refused = comparison is not None and not comparison["passed"] and not args.force
+    published = publish(args.output_dir, version, write, manifest, make_latest=not refused)
+    if refused:
+        floor = comparison["deployed_scores"]["overall"]["macro_f1"] - args.max_regression
+        raise TrainerError(
+            f"candidate {version} scores held-out test macro-F1 {metrics['test']['macro_f1']:.4f}; the deployed "
+            f"{comparison['deployed']} scores {comparison['deployed_scores']['overall']['macro_f1']:.4f}, so publishing needs "
+            f"{floor:.4f} (--max-regression {args.max_regression}). Written to {published}, latest not moved; promote it anyway with "
+            f"`python -m trainer publish --output-dir {args.output_dir} --version {version}` or train with --force")
     log.info("published %s (test %s: accuracy %.4f, macro-F1 %.4f)", published, metrics["test"]["mode"],
              metrics["test"]["accuracy"], metrics["test"]["macro_f1"])
     return published
-
-
-def _summary(report: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in report.items() if k != "reliability"}
