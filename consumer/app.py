@@ -32,6 +32,7 @@ from .errors import ConfigError
 from .kafka.clients import consumer_config, ensure_topics, producer_config
 from .kafka.output import OutputProducer
 from .kafka.source import KafkaSource
+from .model.canary import Canary, CanaryPolicy, Decision
 from .model.classifier import SentimentClassifier
 from .model.language import ENGLISH, MULTILINGUAL
 from .model.reload import ModelReloader
@@ -121,6 +122,15 @@ def checkpoint_paths(m: ModelSettings) -> dict[str, str]:
     return paths
 
 
+def canary_policy(m: ModelSettings) -> CanaryPolicy | None:
+    if not m.canary_share:
+        return None
+    try:
+        return CanaryPolicy(m.canary_share, m.canary_min_events, m.canary_min_agreement)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def model_loader(m: ModelSettings):
     def load(path: str) -> SentimentClassifier:
         return SentimentClassifier(path, m.device, m.threads, m.cache_size, m.inference_batch_size, m.quantize)
@@ -194,9 +204,10 @@ class StreamProcessor:
                 raise ConfigError(f"cannot serve metrics on {s.runtime.metrics_host}:{s.runtime.metrics_port}: {exc.strerror}") from None
         self.validator = Validator(Limits(s.runtime.max_message_bytes, s.runtime.max_text_bytes), s.kafka.dlq_topic, self.metrics)
         if s.model.reload_interval_s > 0:
-            self.reloader = ModelReloader(self.models, paths, load, s.model.reload_interval_s, self._swapped, self._refused)
+            self.reloader = ModelReloader(self.models, paths, load, s.model.reload_interval_s, self._swapped, self._refused,
+                                          canary_policy(s.model), self._canary)
         labeller = Labeller(self.models, layout, s.kafka.output_topic, s.kafka.dlq_topic, self.metrics,
-                            self.reloader.adopt if self.reloader else lambda: None)
+                            *((self.reloader.adopt, self.reloader.observe) if self.reloader else ()))
         self.inference = InferenceStage(labeller, self.metrics, self.health, s.runtime.model_failure_timeout_s)
         self.produce = ProduceStep(producer, s.kafka.dlq_topic, self.metrics)
         self.count = CountStep(store, self.metrics, estimation, version)
@@ -225,6 +236,17 @@ class StreamProcessor:
         self.metrics.model_reloads.labels(route, "refused").inc()
         log.error("new checkpoint refused; the running model keeps serving",
                   extra={"route": route, "model_version": version, "reason": reason})
+
+    def _canary(self, route: str, canary: Canary, decision: Decision) -> None:
+        version = canary.candidate.version
+        self.metrics.canary_compared.labels(route, version).set(canary.compared)
+        self.metrics.canary_agreement.labels(route, version).set(canary.agreement)
+        for label, difference in canary.share_difference().items():
+            self.metrics.canary_share_difference.labels(route, version, label).set(difference)
+        if decision is not None:
+            log.info("canary decided", extra={"route": route, "model_version": version, "decision": decision,
+                                              "agreement": round(canary.agreement, 4), "compared": canary.compared,
+                                              "share_difference": {k: round(v, 4) for k, v in canary.share_difference().items()}})
 
     # -- loop -----------------------------------------------------------------------------
     def request_stop(self, signum=None, _frame=None) -> None:

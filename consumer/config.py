@@ -67,6 +67,9 @@ class ModelSettings:
     inference_batch_size: int = field(default=0, metadata={"help": "texts per forward pass after length sorting (0 = 16 on CPU, where small sorted sub-batches pad least; 512 on CUDA)"})
     quantize: str = field(default="none", metadata={"help": "int8: dynamic int8 quantization of the Linear layers (CPU only; measure its accuracy with trainer evaluate --quantize int8)", "choices": ["none", "int8"]})
     reload_interval_s: float = field(default=30.0, metadata={"help": "poll the checkpoint paths this often and swap a new version in between batches, without a restart (0 = never)"})
+    canary_share: float = field(default=0.0, metadata={"help": "before swapping a new version in, run it in shadow on this share of each batch (0 = swap once it passes the checks)"})
+    canary_min_events: int = field(default=500, metadata={"help": "shadowed events before the canary decides"})
+    canary_min_agreement: float = field(default=0.8, metadata={"help": "promote the canary when it agrees with the running model on at least this share of the shadowed events; refuse it otherwise"})
     cache_size: int = field(default=50_000, metadata={"help": "inference cache entries (same normalized text + model version); 0 disables"})
 
 

@@ -64,6 +64,9 @@ class Metrics:
         self.lag = Gauge("sentiment_consumer_lag", "Messages behind the high watermark", ["topic", "partition"], registry=r)
         self.model = Gauge("sentiment_model_info", "Loaded model per route (value 1)", ["route", "name", "version", "device"], registry=r)
         self.model_reloads = Counter("sentiment_model_reloads", "New checkpoint versions swapped in or refused", ["route", "outcome"], registry=r)
+        self.canary_compared = Gauge("sentiment_canary_events", "Events the candidate version labelled in shadow so far", ["route", "version"], registry=r)
+        self.canary_agreement = Gauge("sentiment_canary_agreement", "Share of shadowed events where the candidate agrees with the running model", ["route", "version"], registry=r)
+        self.canary_share_difference = Gauge("sentiment_canary_share_difference", "Candidate's share of a label minus the running model's, on the shadowed events", ["route", "version", "label"], registry=r)
         self.events_routed = Counter("sentiment_events_routed", "Valid events sent to each route's model (english, multilingual)", ["route"], registry=r)
         self.last_progress = time.monotonic()
         self.total_lag = 0

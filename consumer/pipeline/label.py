@@ -38,11 +38,13 @@ class Labeller:
     every event goes to it. Counters and alerts are shared: every route's events count alike."""
 
     def __init__(self, models: dict, layout: CounterLayout, output_topic: str, dlq_topic: str, metrics: Metrics,
-                 between_batches: Callable[[], None] = lambda: None) -> None:
+                 between_batches: Callable[[], None] = lambda: None,
+                 observe: Callable[[str, list[str], list], None] = lambda route, texts, labels: None) -> None:
         if not models:
             raise ValueError("Labeller needs at least one model")
         self.models = models
         self.between_batches = between_batches  # hot reload swaps models here (model/reload.py)
+        self.observe = observe  # a canary shadows a sample of each route's texts here
         self.layout = layout
         self.output_topic = output_topic
         self.dlq_topic = dlq_topic
@@ -67,8 +69,10 @@ class Labeller:
         started = time.perf_counter()
         for route, positions in by_route.items():
             classifier = self.models[route]
-            labels, probs, failures = self._classify(classifier, [decoded.valid[i][1].text for i in positions])
+            texts = [decoded.valid[i][1].text for i in positions]
+            labels, probs, failures = self._classify(classifier, texts)
             self.metrics.events_routed.labels(route).inc(len(positions))
+            self.observe(route, texts, labels)
             for j, i in enumerate(positions):
                 verdicts[i] = (classifier, labels[j], probs[j], failures.get(j))
         self.metrics.inference_seconds.observe(time.perf_counter() - started)

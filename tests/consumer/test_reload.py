@@ -13,6 +13,7 @@ from .conftest import assert_counters_exact
 from .harness import copy_checkpoint, labelled_by_id, make_events, produce, read_topic, wait_committed
 
 V1, V2, BROKEN = "20261201T100000Z-v1", "20261201T110000Z-v2", "20261201T120000Z-broken"
+FLIPPED = "20261201T130000Z-flipped"
 
 
 def _wait_logged(proc, message, count=1, timeout=60.0):
@@ -69,5 +70,57 @@ def test_new_version_swaps_in_mid_stream_broken_one_refused_rollback_followed(st
     assert 'sentiment_model_reloads_total{outcome="refused",route="english"} 1.0' in metrics
     info = [line for line in metrics.splitlines() if line.startswith("sentiment_model_info{")]
     assert len(info) == 1 and f'version="{V1}"' in info[0]  # the active version only
+    assert proc.stop() == 0
+    assert_counters_exact(stream["store"], by_id)
+
+
+def test_canary_shadows_then_promotes_and_a_disagreeing_candidate_is_refused(stream, tiny_checkpoint, tmp_path):
+    topics, bootstrap = stream["topics"], stream["bootstrap"]
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    labels = copy_checkpoint(tiny_checkpoint, root / V1, version=V1)["labels"]
+    copy_checkpoint(tiny_checkpoint, root / V2, version=V2)
+    # Same weights, outputs read in reverse order: negative and positive trade places.
+    copy_checkpoint(tiny_checkpoint, root / FLIPPED, version=FLIPPED, labels=labels[::-1])
+    point_latest(root, V1)
+    proc = stream["start"](extra=["--checkpoint", str(root / "latest"), "--reload-interval-s", "0.5", "--canary-share", "1",
+                                  "--canary-min-events", "60", "--canary-min-agreement", "0.9"])
+    events: list[dict] = []
+
+    def send(n: int, seed: int) -> None:
+        batch = make_events(n, seed=seed)
+        events.extend(batch)
+        produce(bootstrap, topics["input"], [orjson.dumps(e) for e in batch])
+        read_topic(bootstrap, topics["output"], expect=len(events))
+
+    send(30, 51)
+    point_latest(root, V2)
+    _wait_logged(proc, "model version loaded; shadowing a sample of live traffic before promoting it")
+    send(30, 52)  # shadowed by v2, served by v1
+    send(40, 53)  # the canary reaches 60 events: promoted
+    decided = _wait_logged(proc, "canary decided")
+    assert (decided["model_version"], decided["decision"], decided["agreement"]) == (V2, "promote", 1.0)
+    _wait_logged(proc, "model swapped")
+    send(30, 54)  # served by v2
+
+    point_latest(root, FLIPPED)
+    _wait_logged(proc, "model version loaded; shadowing a sample of live traffic before promoting it", count=2)
+    send(70, 55)
+    decided = _wait_logged(proc, "canary decided", count=2)
+    assert (decided["model_version"], decided["decision"]) == (FLIPPED, "refuse") and decided["agreement"] < 0.9
+    refused = _wait_logged(proc, "new checkpoint refused; the running model keeps serving")
+    assert "canary agreed with the running model" in refused["reason"]
+    send(20, 56)
+
+    by_id, seen = labelled_by_id(read_topic(bootstrap, topics["output"], expect=len(events), settle=1))
+    assert max(seen.values()) == 1 and set(by_id) == {e["event_id"] for e in events}, "an event was lost or labelled twice"
+    served = [by_id[e["event_id"]]["model"]["version"] for e in events]
+    assert served[:60] == [V1] * 60 and served[-120:] == [V2] * 120  # the shadowed versions served nothing early
+    assert set(served) == {V1, V2}  # the refused canary served nothing
+    status, metrics = proc.scrape()
+    assert f'sentiment_canary_agreement{{route="english",version="{V2}"}} 1.0' in metrics
+    flipped_events = next(line for line in metrics.splitlines()
+                          if line.startswith(f'sentiment_canary_events{{route="english",version="{FLIPPED}"}}'))
+    assert float(flipped_events.split()[-1]) >= 60
     assert proc.stop() == 0
     assert_counters_exact(stream["store"], by_id)

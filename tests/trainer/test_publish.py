@@ -61,3 +61,19 @@ def test_rollback_with_nothing_older_says_so_and_keeps_latest(tmp_path, capsys):
     assert main(["rollback", "--output-dir", str(tmp_path)]) == 2
     assert "no version older than 20261201T100000Z-a" in capsys.readouterr().err
     assert os.readlink(tmp_path / "latest") == "20261201T100000Z-a"
+
+
+def test_refused_candidate_is_kept_aside_and_rollback_skips_it(tmp_path, capsys):
+    from trainer.cli import main
+
+    publish(tmp_path, "20261201T100000Z-a", _write_ok, _manifest("20261201T100000Z-a"))
+    refused = {**_manifest("20261201T110000Z-b"), "comparison": {"deployed": "20261201T100000Z-a", "passed": False}}
+    publish(tmp_path, "20261201T110000Z-b", _write_ok, refused, make_latest=False)
+    assert os.readlink(tmp_path / "latest") == "20261201T100000Z-a"
+    publish(tmp_path, "20261201T120000Z-c", _write_ok, _manifest("20261201T120000Z-c"))
+    assert main(["rollback", "--output-dir", str(tmp_path)]) == 0
+    assert os.readlink(tmp_path / "latest") == "20261201T100000Z-a"
+    assert main(["publish", "--output-dir", str(tmp_path), "--version", "20261201T110000Z-b"]) == 0
+    assert os.readlink(tmp_path / "latest") == "20261201T110000Z-b"
+    assert main(["publish", "--output-dir", str(tmp_path)]) == 2
+    assert "publish needs --version" in capsys.readouterr().err
