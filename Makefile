@@ -27,7 +27,7 @@ export TOKENIZERS_PARALLELISM := false
 USE_EXISTING_SERVICES ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: help install services-up services-down services-status services-reset test chaos chaos-cluster demo checkpoint checkpoint-english checkpoint-multilingual-demo bench bench-cluster clean
+.PHONY: help install services-up services-down services-status services-reset test chaos chaos-cluster demo checkpoint checkpoint-english checkpoint-multilingual-demo retrain bench bench-cluster clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -96,6 +96,13 @@ checkpoint-multilingual-demo: $(STAMP)
 
 demo: $(STAMP) services-up checkpoint-english checkpoint-multilingual-demo  ## the main job, end to end (a few minutes)
 	$(PY) demo/run_demo.py --checkpoint checkpoints/latest --multilingual-checkpoint $(MULTILINGUAL_CHECKPOINT)
+
+# Retraining from the stream starts from the deployed weights: one pass over the shop's reviews.
+RETRAIN_RECIPE := --model-name shop-sentiment --max-length 64 --freeze-embeddings --epochs 1 --learning-rate 5e-5 \
+	--batch-size 32 --evals-per-epoch 2
+
+retrain: $(STAMP) services-up checkpoint-english  ## the learning loop (~10 min): rated reviews -> topic -> trainer -> canary -> hot swap; before/after metrics
+	$(PY) demo/run_retrain.py --checkpoint checkpoints/latest --work-dir checkpoints/shop -- $(RETRAIN_RECIPE)
 
 bench: $(STAMP) services-up checkpoint  ## benchmarks in one run (~17 min); results in bench/results/
 	$(PY) bench/bench_validator.py

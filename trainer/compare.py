@@ -68,8 +68,9 @@ def compare(candidate: dict[str, Any], deployed_dir: Path | None, examples: Sequ
         return {"deployed": str(deployed_dir), "comparable": False, "reason": str(exc), "passed": True}
     new_f1, old_f1 = candidate["overall"]["macro_f1"], deployed["overall"]["macro_f1"]
     passed = new_f1 >= old_f1 - max_regression
-    log.info("held-out test split (%d texts): deployed %s macro-F1 %.4f, candidate %.4f (%+.4f; refused below %+.4f)",
-             len(examples), deployed["version"], old_f1, new_f1, new_f1 - old_f1, -max_regression)
+    log.info("held-out test split (%d texts): deployed %s macro-F1 %.4f, candidate %.4f (%+.4f; publishing needs >= %.4f): %s",
+             len(examples), deployed["version"], old_f1, new_f1, new_f1 - old_f1, old_f1 - max_regression,
+             "passed" if passed else "refused")
     return {"deployed": deployed["version"], "comparable": True, "split": "test", "n": len(examples),
             "metric": "macro_f1", "max_regression": max_regression, "deployed_scores": deployed,
             "delta_macro_f1": round(new_f1 - old_f1, 4), "passed": passed}
