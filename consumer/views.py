@@ -7,6 +7,7 @@ from typing import Any
 
 from schemas import normalize_query
 from schemas.shares import estimate_negative_share
+from schemas.timestamps import parse_duration
 
 from .alerts.state import AlertStore
 from .state.counters import CounterStore, WindowStats
@@ -22,7 +23,7 @@ def window_seconds(store: CounterStore, window: str) -> int:
     try:
         seconds = parse_duration(window)
     except ValueError as exc:
-        raise BadRequest(f"window: {exc}") from None
+        raise BadRequest(f"window {exc}") from None
     if seconds > store.layout.longest:
         raise BadRequest(f"window {window} is longer than the longest kept window ({store.layout.longest} s)")
     return seconds
