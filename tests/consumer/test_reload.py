@@ -100,8 +100,8 @@ def test_canary_shadows_then_promotes_and_a_disagreeing_candidate_is_refused(str
     send(40, 53)  # the canary reaches 60 events: promoted
     decided = _wait_logged(proc, "canary decided")
     assert (decided["model_version"], decided["decision"], decided["agreement"]) == (V2, "promote", 1.0)
+    send(30, 54)  # promoted at the batch before: v2 takes over at the start of the next one, and serves all of these
     _wait_logged(proc, "model swapped")
-    send(30, 54)  # served by v2
 
     point_latest(root, FLIPPED)
     _wait_logged(proc, "model version loaded; shadowing a sample of live traffic before promoting it", count=2)
