@@ -151,10 +151,10 @@ def backlog_run(name: str, checkpoint: str, args, values: list[bytes], extra: li
         run.stop()
 
 
-def model_only(checkpoint: str, texts: list[str], batch_size: int, quantize: str = "none") -> dict:
+def model_only(checkpoint: str, texts: list[str], batch_size: int, quantize: str = "none", backend: str = "auto") -> dict:
     from consumer.model.classifier import SentimentClassifier
 
-    model = SentimentClassifier(checkpoint, "cpu" if quantize == "int8" else "auto", cache_size=0, quantize=quantize)
+    model = SentimentClassifier(checkpoint, "cpu" if quantize == "int8" else "auto", cache_size=0, quantize=quantize, backend=backend)
     model.classify(texts[:batch_size])  # warm-up
     start = time.perf_counter()
     for i in range(0, len(texts), batch_size):
@@ -164,10 +164,8 @@ def model_only(checkpoint: str, texts: list[str], batch_size: int, quantize: str
     for i in range(0, 20 * batch_size, batch_size):
         model.classify(texts[i : i + batch_size])
     per_batch_ms = (time.perf_counter() - started) / 20 * 1000
-    import torch
-
     return {"eps": round(len(texts) / seconds, 1), "seconds": round(seconds, 2), "batch_forward_ms": round(per_batch_ms, 1),
-            "device": str(model.device), "torch_threads": torch.get_num_threads(), "version": model.version}
+            "device": str(model.device), "runs": model.runner.detail, "version": model.version}
 
 
 def naive(checkpoint: str, texts: list[str]) -> dict:
@@ -312,7 +310,7 @@ def main() -> int:
         "latency_ms_90pct_load": {k: lat90[k] for k in ("p50", "p95", "p99")}, "latency_90pct_load_eps": lat90["rate_eps"],
         "latency_bound_ms": round(args.max_wait_ms + 3 * m["batch_forward_ms"], 1),
         "batch_forward_ms": m["batch_forward_ms"], "consumer_rss_mb": e2e["rss_mb"], "events": e2e["events"],
-        "device": m["device"], "cpu_model": _cpu_model(), "cpus": os.cpu_count(), "torch_threads": m["torch_threads"],
+        "device": m["device"], "runs": m["runs"], "cpu_model": _cpu_model(), "cpus": os.cpu_count(),
         "batch_size": args.batch_size, "max_wait_ms": args.max_wait_ms, "checkpoint_version": m["version"],
         "zipf_cache": {"events": args.zipf_events, "unique_share": round(unique_share, 3), "cache_on_eps": cached["eps"],
                        "cache_off_eps": uncached["eps"], "speedup": round(cached["eps"] / uncached["eps"], 2)},
@@ -339,7 +337,7 @@ def main() -> int:
     print(f"\n{'measurement':<52}{'result':>24}")
     for name, value in rows:
         print(f"{name:<52}{value:>24}")
-    print(f"\n{result['device']}, {result['cpu_model']}, {result['torch_threads']} torch threads, batch {args.batch_size}, "
+    print(f"\n{result['device']} ({result['runs']}), {result['cpu_model']}, batch {args.batch_size}, "
           f"max wait {args.max_wait_ms} ms, checkpoint {m['version']}; {result['bench_seconds']:.0f} s in all")
     return 0
 

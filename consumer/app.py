@@ -133,7 +133,8 @@ def canary_policy(m: ModelSettings) -> CanaryPolicy | None:
 
 def model_loader(m: ModelSettings):
     def load(path: str) -> SentimentClassifier:
-        return SentimentClassifier(path, m.device, m.threads, m.cache_size, m.inference_batch_size, m.quantize)
+        return SentimentClassifier(path, m.device, m.threads, m.cache_size, m.inference_batch_size, m.quantize, m.backend,
+                                   m.onnx_cache_dir)
 
     return load
 
@@ -185,6 +186,7 @@ class StreamProcessor:
         for route, classifier in self.models.items():
             self.metrics.model.labels(route, classifier.name, classifier.version, str(classifier.device)).set(1)
             log.info("model loaded", extra={"route": route, "model_version": classifier.version, "device": str(classifier.device),
+                                            "runs": classifier.runner.detail,
                                             "labels": classifier.labels, "max_length": classifier.max_length})
         estimation, version = share_estimation(self.models)
         self.detector = detector = build_detector(s, store, alerts, estimation)

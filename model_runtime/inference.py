@@ -22,6 +22,13 @@ def encode(tokenizer, texts: Sequence[str], max_length: int) -> tuple[list[list[
     return ids, truncated
 
 
+def sorted_batches(ids: Sequence[list[int]], batch_size: int):
+    """Index arrays of `batch_size` texts in length order, so each batch pads to a similar length."""
+    order = np.argsort([len(row) for row in ids], kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
 def forward_sorted(model, tokenizer, ids: Sequence[list[int]], *, batch_size: int, device=None, pin_memory: bool = False,
                    progress=None) -> np.ndarray:
     """Class probabilities (n, num_labels) in input order for pre-tokenized texts.
@@ -33,11 +40,9 @@ def forward_sorted(model, tokenizer, ids: Sequence[list[int]], *, batch_size: in
     import torch
 
     device = device or next(model.parameters()).device
-    order = np.argsort([len(row) for row in ids], kind="stable")
     out = np.empty((len(ids), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in sorted_batches(ids, batch_size):
             batch = tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
             if pin_memory:
                 batch = {k: v.pin_memory() for k, v in batch.items()}

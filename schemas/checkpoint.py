@@ -1,6 +1,7 @@
 """Checkpoint contract: directory layout and manifest checks.
 
-A checkpoint is a directory with safetensors weights, config, tokenizer files and
+A checkpoint is a directory with safetensors weights, config, tokenizer files,
+ONNX graphs (fp32 and int8; absent in checkpoints published before them) and
 `manifest.json`. `<output>/latest` is a symlink to the newest one. Loading and running
 it is the model runtime's job (`model_runtime/`).
 """
@@ -14,6 +15,10 @@ import orjson
 
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "model.safetensors"
+# ONNX graphs of the classifier by quantization, listed with checksums in the manifest's
+# `onnx` entry (or, for a checkpoint exported after publishing, in ONNX_LISTING beside them).
+ONNX_FILES = {"none": "model.onnx", "int8": "model.int8.onnx"}
+ONNX_LISTING = "onnx.json"
 FORMAT_VERSION = 1
 _REQUIRED = ("format_version", "version", "created_at", "base_model", "labels", "max_length", "decision",
              "metrics", "data", "hyperparameters", "training")

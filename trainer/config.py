@@ -61,13 +61,14 @@ class TrainingArguments:
     report_dir: str = field(default="", metadata={"help": "also write calibration.json and reliability_calibration.png (validation, before and after temperature scaling) here"})
     compare_with: str = field(default="", metadata={"help": "deployed checkpoint the candidate is compared with on the held-out test split (default: OUTPUT_DIR/latest, when there is one)"})
     max_regression: float = field(default=0.01, metadata={"help": "refuse to move latest when the candidate's test macro-F1 is more than this below the deployed checkpoint's"})
+    onnx: bool = field(default=True, metadata={"env": "TRAIN_ONNX", "help": "also write ONNX graphs of the classifier (ORT-optimized fp32 and int8) for the consumer's onnxruntime backend"})
     force: bool = field(default=False, metadata={"env": "TRAIN_FORCE", "help": "publish as latest even when the comparison refuses the candidate"})
 
 
 def recipe(model: ModelArguments, data: DataArguments, training: TrainingArguments) -> dict:
     """Everything that decides the weights; the manifest's hyperparameters."""
     skip = {"model_name", "model_cache_dir", "output_dir", "device", "threads", "reuse", "eval_batch_size", "report_dir",
-            "compare_with", "max_regression", "force"}
+            "compare_with", "max_regression", "force", "onnx"}
     # Temperature scaling on validation is part of every recipe since the manifest carries it.
     merged = {**asdict(model), **asdict(data), **asdict(training)}
     if not any(source.startswith("kafka:") for source in data.data):

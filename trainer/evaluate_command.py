@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from tqdm import tqdm
 
 from model_runtime.calibration import apply_temperature, temperature_of
-from model_runtime.inference import predict_probs
-from model_runtime.loading import load_checkpoint
+from model_runtime.inference import encode
+from model_runtime.runners import open_runner
 
 from .data import RatingCutoffs, cap_per_source, load_examples, split_examples
 from .errors import TrainerError
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from .cli import EvaluateArguments
 
 SPLITS = ("train", "validation", "test", "all")
+PROGRESS_STEP = 1024  # texts per progress update
 
 
 def _examples(args: "EvaluateArguments", manifest: dict[str, Any]):
@@ -44,15 +46,20 @@ def _examples(args: "EvaluateArguments", manifest: dict[str, Any]):
 def run_evaluate(args: "EvaluateArguments") -> dict[str, Any]:
     if not args.data:
         raise TrainerError("no evaluation data: pass --data PATH or --data builtin:NAME")
-    checkpoint = load_checkpoint(args.checkpoint, args.device, args.quantize)
-    manifest = checkpoint.manifest
+    runner = open_runner(args.checkpoint, backend=args.backend, device=args.device, quantize=args.quantize, batch_size=args.batch_size)
+    manifest = runner.manifest
     examples = _examples(args, manifest)
+    ids, _ = encode(runner.tokenizer, [e.text for e in examples], runner.max_length)
+    parts = []
     with tqdm(total=len(examples), desc="evaluate", unit="text", dynamic_ncols=True) as bar:
-        probs = predict_probs(checkpoint.model, checkpoint.tokenizer, [e.text for e in examples],
-                              max_length=manifest["max_length"], batch_size=args.batch_size, progress=bar)
+        for start in range(0, len(ids), PROGRESS_STEP):
+            chunk = ids[start : start + PROGRESS_STEP]  # sorted by length within each chunk
+            parts.append(runner.forward_ids(chunk))
+            bar.update(len(chunk))
+    probs = np.concatenate(parts) if parts else np.empty((0, len(runner.labels)), dtype=np.float32)
     probs = apply_temperature(probs, temperature_of(manifest))
-    report = score(probs, [e.label for e in examples], checkpoint.labels, manifest["decision"])
-    report = {"checkpoint": manifest["version"], "data": list(args.data), **report}
+    report = score(probs, [e.label for e in examples], runner.labels, manifest["decision"])
+    report = {"checkpoint": manifest["version"], "data": list(args.data), "runs": runner.detail, **report}
     if args.report_dir:
         write_report(report, args.report_dir)
     report.pop("reliability", None)

@@ -18,6 +18,8 @@ from tqdm import tqdm
 from model_runtime.calibration import apply_temperature, share_parameters
 from model_runtime.inference import predict_probs
 from model_runtime.loading import pick_device
+from model_runtime.onnx_export import export_onnx
+from model_runtime.runners import half_dtype
 from schemas.checkpoint import FORMAT_VERSION, MANIFEST_FILE, CheckpointError, read_manifest
 from schemas.kafka_connection import KafkaConnection
 
@@ -61,7 +63,7 @@ def _autocast_dtype(precision: str, device) -> Any:
     if device.type != "cuda" or precision == "fp32":
         return None
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return half_dtype(device)
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -283,6 +285,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     def write(directory: Path) -> None:
         model.save_pretrained(directory, safe_serialization=True)
         tokenizer.save_pretrained(directory)
+        if args.onnx:
+            # Publishing writes the manifest after this, so the graphs' listing lands in it.
+            manifest["onnx"] = export_onnx(model, tokenizer, directory)
 
     refused = comparison is not None and not comparison["passed"] and not args.force
     published = publish(args.output_dir, version, write, manifest, make_latest=not refused)

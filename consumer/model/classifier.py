@@ -1,22 +1,21 @@
 """The resident sentiment model: load once, classify micro-batches.
 
 Texts are deduplicated within a batch and looked up in the inference cache; the
-rest are tokenized once, sorted by length and run under `torch.inference_mode`.
+rest are tokenized once, sorted by length and run by the backend (model_runtime.runners:
+torch, or onnxruntime without torch).
 The manifest's decision rule (model_runtime.decision, shared with the trainer) picks labels.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from model_runtime.calibration import apply_temperature, temperature_of
 from model_runtime.decision import decide
-from model_runtime.inference import encode, forward_sorted
-from model_runtime.loading import load_checkpoint
+from model_runtime.runners import DEFAULT_ONNX_CACHE_DIR, open_runner
 from schemas import normalize_query
 
 from .cache import InferenceCache
@@ -36,42 +35,27 @@ class Verdicts:
 
 class SentimentClassifier:
     def __init__(self, checkpoint: str, device: str = "auto", threads: int = 0, cache_size: int = 50_000,
-                 inference_batch_size: int = 0, quantize: str = "none") -> None:
-        import torch
-
-        if threads > 0:
-            torch.set_num_threads(threads)
-        elif not torch.cuda.is_available():
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
-        loaded = load_checkpoint(checkpoint, device, quantize)
-        self.manifest = loaded.manifest
-        self.labels = loaded.labels
-        self.version = loaded.manifest["version"]
-        self.name = loaded.manifest.get("name", "sentiment")
-        self.max_length = int(loaded.manifest["max_length"])
-        self.rule = loaded.manifest["decision"]
-        self.temperature = temperature_of(loaded.manifest)  # 1.0 for manifests without calibration
-        self.share_parameters = loaded.manifest.get("share_estimation")
-        self.device = loaded.device
-        self.tokenizer = loaded.tokenizer
-        self.model = loaded.model
-        self.on_cuda = self.device.type == "cuda"
-        if self.on_cuda:
-            # Weights stay resident in half precision; bf16 where the GPU has it.
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            self.model.to(dtype=dtype)
+                 inference_batch_size: int = 0, quantize: str = "none", backend: str = "auto",
+                 onnx_cache_dir: str = DEFAULT_ONNX_CACHE_DIR) -> None:
         # Sorted by length and cut into small sub-batches, CPU forward passes pad little:
         # 16 measured 1.3-1.5x faster than one pass over a 64-event batch here (README).
-        self.inference_batch_size = inference_batch_size or (512 if self.on_cuda else 16)
+        self.runner = open_runner(checkpoint, backend=backend, device=device, quantize=quantize, threads=threads,
+                                  batch_size=inference_batch_size, onnx_cache_dir=onnx_cache_dir)
+        self.manifest = self.runner.manifest
+        self.labels = self.runner.labels
+        self.version = self.manifest["version"]
+        self.name = self.manifest.get("name", "sentiment")
+        self.max_length = self.runner.max_length
+        self.rule = self.manifest["decision"]
+        self.temperature = temperature_of(self.manifest)  # 1.0 for manifests without calibration
+        self.share_parameters = self.manifest.get("share_estimation")
+        self.device = self.runner.device
         self.cache = InferenceCache(cache_size, self.version)
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """Probabilities for texts, no cache; (probs, truncated count)."""
         check_model_fault()
-        ids, truncated = encode(self.tokenizer, texts, self.max_length)
-        probs = forward_sorted(self.model, self.tokenizer, ids, batch_size=self.inference_batch_size,
-                               device=self.device, pin_memory=self.on_cuda)
-        return probs, truncated
+        return self.runner.forward(texts)
 
     def classify(self, texts: list[str]) -> Verdicts:
         keys = [self.cache.key(normalize_query(text)) for text in texts]

