@@ -104,11 +104,12 @@ RETRAIN_RECIPE := --model-name shop-sentiment --max-length 64 --freeze-embedding
 retrain: $(STAMP) services-up checkpoint-english  ## the learning loop (~10 min): rated reviews -> topic -> trainer -> canary -> hot swap; before/after metrics
 	$(PY) demo/run_retrain.py --checkpoint checkpoints/latest --work-dir checkpoints/shop -- $(RETRAIN_RECIPE)
 
-bench: $(STAMP) services-up checkpoint  ## benchmarks in one run (~17 min); results in bench/results/
+bench: $(STAMP) services-up checkpoint  ## benchmarks in one run (~35 min); results in bench/results/
 	$(PY) bench/bench_validator.py
 	$(PY) bench/bench_pipeline.py --checkpoint checkpoints/latest
 	$(PY) bench/bench_shares.py --checkpoint checkpoints/latest
 	$(PY) bench/bench_languages.py --checkpoint checkpoints/latest --multilingual-checkpoint checkpoints/multilingual/latest
+	$(PY) bench/bench_backends.py --checkpoint checkpoints/latest --multilingual-checkpoint checkpoints/multilingual/latest
 
 bench-cluster: $(STAMP) checkpoint  ## scale-out figures on the local clusters (~10 min): rebalance pauses, members, WAIT
 	$(CLUSTER_ENV) services/services.sh up

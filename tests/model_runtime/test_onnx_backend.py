@@ -15,7 +15,7 @@ import pytest
 from model_runtime.inference import encode
 from model_runtime.onnx_backend import CheckpointTokenizer
 from model_runtime.onnx_export import sha256_of
-from model_runtime.runners import choose_backend, open_runner
+from model_runtime.runners import open_runner
 from schemas.checkpoint import ONNX_FILES, ONNX_LISTING, CheckpointError, read_manifest
 from trainer.corpora import read_builtin
 
@@ -95,13 +95,3 @@ def test_serving_on_onnxruntime_never_imports_torch(tiny_checkpoint):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
 
-
-def test_backend_choice():
-    assert choose_backend("torch", "cpu") == "torch"
-    assert choose_backend("onnxruntime", "auto") == "onnxruntime"
-    assert choose_backend("auto", "cpu") == "onnxruntime"
-    assert choose_backend("auto", "cuda") == "torch"
-    with pytest.raises(CheckpointError, match="runs on the CPU"):
-        choose_backend("onnxruntime", "cuda:0")
-    with pytest.raises(CheckpointError, match="unknown backend"):
-        choose_backend("tensorrt", "cpu")
