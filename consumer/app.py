@@ -181,6 +181,7 @@ class StreamProcessor:
             raise ConfigError("--redis-wait-replicas must be >= 0 and --redis-wait-timeout-ms > 0")
         store = CounterStore(client, layout, Replication(w.redis_wait_replicas, w.redis_wait_timeout_ms))
         alerts = alert_store(client, layout, s.alerts)
+        canary = canary_policy(s.model)  # a bad canary setting fails before minutes of model loading
         paths, load = checkpoint_paths(s.model), model_loader(s.model)
         self.models = {route: load(path) for route, path in paths.items()}
         for route, classifier in self.models.items():
@@ -207,7 +208,7 @@ class StreamProcessor:
         self.validator = Validator(Limits(s.runtime.max_message_bytes, s.runtime.max_text_bytes), s.kafka.dlq_topic, self.metrics)
         if s.model.reload_interval_s > 0:
             self.reloader = ModelReloader(self.models, paths, load, s.model.reload_interval_s, self._swapped, self._refused,
-                                          canary_policy(s.model), self._canary)
+                                          canary, self._canary)
         labeller = Labeller(self.models, layout, s.kafka.output_topic, s.kafka.dlq_topic, self.metrics,
                             *((self.reloader.adopt, self.reloader.observe) if self.reloader else ()))
         self.inference = InferenceStage(labeller, self.metrics, self.health, s.runtime.model_failure_timeout_s)

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -26,13 +24,13 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from consumer.redis_client import connect  # noqa: E402
 from consumer.state.counters import CounterLayout, CounterStore  # noqa: E402
+from demo_consumer import consumer_on_demo_topics  # noqa: E402
 from schemas.shares import estimate_negative_share  # noqa: E402
 from schemas import normalize_query  # noqa: E402
 from trainer.corpora import read_builtin  # noqa: E402
@@ -102,14 +100,10 @@ def main() -> int:
     topics = {"search": f"demo-{run}-search-results", "reviews": f"demo-{run}-reviews", "out": f"demo-{run}-labelled",
               "dlq": f"demo-{run}-dlq", "alerts": f"demo-{run}-alerts"}
     prefix = f"demo-{run}"
-    admin = AdminClient({"bootstrap.servers": args.bootstrap_servers})
-    for future in admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in topics.values()]).values():
-        future.result(timeout=30)
 
     print("loading review text from the built-in corpora ...", flush=True)
     pools = review_texts()
     log_path = ROOT / ".cache" / f"demo-consumer-{run}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     consumer_cmd = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", args.bootstrap_servers,
                     "--redis-url", args.redis_url, "--redis-prefix", prefix, "--input-topics", f"{topics['search']},{topics['reviews']}",
                     "--output-topic", topics["out"], "--dlq-topic", topics["dlq"], "--alerts-topic", topics["alerts"],
@@ -117,20 +111,12 @@ def main() -> int:
                     "--alert-eval-interval-s", "2"]
     if args.multilingual_checkpoint:
         consumer_cmd += ["--multilingual-checkpoint", args.multilingual_checkpoint]
-    print(f"starting the consumer (log: {log_path.relative_to(ROOT)})", flush=True)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(consumer_cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        return _stream(args, topics, prefix, pools, proc)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-        for future in admin.delete_topics(list(topics.values())).values():
-            future.result(timeout=30)
-        print(f"stopped the consumer (exit {proc.returncode}) and removed the demo topics; the counters stay in Redis "
-              f"for a day under the prefix {prefix}:\n  .venv/bin/python -m consumer top --redis-prefix {prefix} --window 1h",
-              flush=True)
+    with consumer_on_demo_topics(args.bootstrap_servers, list(topics.values()), consumer_cmd, log_path, ROOT) as proc:
+        status = _stream(args, topics, prefix, pools, proc)
+    print(f"stopped the consumer (exit {proc.returncode}) and removed the demo topics; the counters stay in Redis "
+          f"for a day under the prefix {prefix}:\n  .venv/bin/python -m consumer top --redis-prefix {prefix} --window 1h",
+          flush=True)
+    return status
 
 
 def _stream(args, topics, prefix, pools, proc) -> int:

@@ -25,7 +25,6 @@ import csv
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -35,11 +34,11 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from demo_consumer import consumer_on_demo_topics  # noqa: E402
 from schemas.checkpoint import read_manifest  # noqa: E402
 from trainer.corpora import package_file  # noqa: E402
 from trainer.data import RatingCutoffs  # noqa: E402
@@ -142,9 +141,6 @@ def main() -> int:
     run = time.strftime("%Y%m%d%H%M%S")
     topics = {"reviews": f"retrain-{run}-reviews", "out": f"retrain-{run}-labelled", "dlq": f"retrain-{run}-dlq",
               "alerts": f"retrain-{run}-alerts"}
-    admin = AdminClient({"bootstrap.servers": args.bootstrap_servers})
-    for future in admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1) for t in topics.values()]).values():
-        future.result(timeout=30)
     work_dir = Path(args.work_dir)
     deployed = seed_work_dir(args.checkpoint, work_dir)
     events = shop_reviews(random.Random(11))
@@ -153,28 +149,21 @@ def main() -> int:
           f"deployed: {deployed} (copied to {work_dir}/latest)", flush=True)
 
     log_path = ROOT / ".cache" / f"retrain-consumer-{run}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     consumer_cmd = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", args.bootstrap_servers,
                     "--redis-url", args.redis_url, "--redis-prefix", f"retrain-{run}", "--input-topics", topics["reviews"],
                     "--output-topic", topics["out"], "--dlq-topic", topics["dlq"], "--alerts-topic", topics["alerts"],
                     "--group-id", f"retrain-{run}", "--checkpoint", str(work_dir / "latest"), "--metrics-port", "0",
                     "--reload-interval-s", "2", "--canary-share", str(args.canary_share),
                     "--canary-min-events", str(args.canary_min_events), "--canary-min-agreement", str(args.canary_min_agreement)]
-    print(f"starting the consumer (log: {log_path.relative_to(ROOT)})", flush=True)
     stop = threading.Event()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(consumer_cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        return _run(args, train_args, topics, work_dir, deployed, history, live, proc, log_path, stop)
-    finally:
-        stop.set()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-        for future in admin.delete_topics(list(topics.values())).values():
-            future.result(timeout=30)
-        print(f"stopped the consumer (exit {proc.returncode}) and removed the retrain topics; the versions stay in {work_dir} "
-              f"(python -m trainer rollback --output-dir {work_dir} points latest back)", flush=True)
+    with consumer_on_demo_topics(args.bootstrap_servers, list(topics.values()), consumer_cmd, log_path, ROOT) as proc:
+        try:
+            status = _run(args, train_args, topics, work_dir, deployed, history, live, proc, log_path, stop)
+        finally:
+            stop.set()
+    print(f"stopped the consumer (exit {proc.returncode}) and removed the retrain topics; the versions stay in {work_dir} "
+          f"(python -m trainer rollback --output-dir {work_dir} points latest back)", flush=True)
+    return status
 
 
 def _run(args, train_args, topics, work_dir, deployed, history, live, proc, log_path, stop) -> int:

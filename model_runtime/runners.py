@@ -44,9 +44,7 @@ def choose_backend(backend: str, device: str) -> str:
 
 @dataclass
 class Runner:
-    path: Path
     manifest: dict[str, Any]
-    backend: str
     device: str
     tokenizer: Any
     forward_ids: Callable[[Sequence[list[int]]], np.ndarray]  # pre-tokenized texts -> probabilities, input order
@@ -103,7 +101,7 @@ def _torch_runner(checkpoint, device: str, quantize: str, threads: int, batch_si
         return forward_sorted(loaded.model, loaded.tokenizer, ids, batch_size=size, device=loaded.device, pin_memory=on_cuda)
 
     precision = str(next(loaded.model.parameters()).dtype).removeprefix("torch.") if on_cuda else ("int8" if quantize == "int8" else "fp32")
-    return Runner(loaded.path, loaded.manifest, "torch", str(loaded.device), loaded.tokenizer, forward_ids, f"torch {precision}")
+    return Runner(loaded.manifest, str(loaded.device), loaded.tokenizer, forward_ids, f"torch {precision}")
 
 
 def _onnx_runner(checkpoint: Path, quantize: str, threads: int, batch_size: int, cache_dir: Path) -> Runner:
@@ -121,7 +119,7 @@ def _onnx_runner(checkpoint: Path, quantize: str, threads: int, batch_size: int,
     def forward_ids(ids):
         return model.forward_sorted(ids, tokenizer.pad_id, batch_size)
 
-    return Runner(path, manifest, "onnxruntime", "cpu", tokenizer, forward_ids, f"onnxruntime {model.file}")
+    return Runner(manifest, "cpu", tokenizer, forward_ids, f"onnxruntime {model.file}")
 
 
 def _export_to_cache(checkpoint: Path, version: str, cache_dir: Path) -> tuple[Path, dict[str, Any]]:

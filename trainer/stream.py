@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -151,13 +151,15 @@ def newest(ranges: list[PartitionRange], max_events: int) -> list[PartitionRange
 
 def read_reviews(topics: list[str], connection: KafkaConnection, cutoffs: RatingCutoffs, *, since: str = "",
                  max_events: int = 0, limits: Limits = Limits(), timeout_s: float = 30.0) -> tuple[list[SourceRow], StreamReport]:
-    """Rated reviews from `topics`, validated as the consumer validates them, first of each event_id kept."""
+    """Rated reviews from `topics`, validated as the consumer validates them, first of each event_id kept.
+
+    Rows come back in (topic, partition, offset) order, whatever order the partitions arrived
+    in, so the same offsets give the same training order and the same run."""
     from confluent_kafka import TopicPartition
 
     consumer = _consumer(connection)
     report = StreamReport()
-    rows: list[SourceRow] = []
-    seen_ids: set[str] = set()
+    by_partition: dict[tuple[str, int], list[SourceRow]] = defaultdict(list)
     try:
         report.ranges = newest(_ranges(consumer, topics, since_ms(since, int(time.time() * 1000)), timeout_s), max_events)
         pending = {(r.topic, r.partition): r.end for r in report.ranges if r.start < r.end}
@@ -184,7 +186,9 @@ def read_reviews(topics: list[str], connection: KafkaConnection, cutoffs: Rating
                         continue
                     report.events += 1
                     bar.update(1)
-                    _take(message, rows, seen_ids, report, cutoffs, limits)
+                    row = _row(message, report, cutoffs, limits)
+                    if row is not None:
+                        by_partition[key].append(row)
                     if message.offset() >= end - 1:
                         del pending[key]
                 # Transaction markers and compacted gaps take offsets no message carries.
@@ -194,25 +198,31 @@ def read_reviews(topics: list[str], connection: KafkaConnection, cutoffs: Rating
                         del pending[key]
     finally:
         consumer.close()
+    rows: list[SourceRow] = []
+    seen_ids: set[str] = set()
+    for key in sorted(by_partition):
+        for row in by_partition[key]:
+            if row.split_key in seen_ids:  # a redelivered event: the first copy counts
+                report.duplicate_event_ids += 1
+                continue
+            seen_ids.add(row.split_key)
+            rows.append(row)
     report.used = len(rows)
     return rows, report
 
 
-def _take(message, rows: list[SourceRow], seen_ids: set[str], report: StreamReport, cutoffs: RatingCutoffs, limits: Limits) -> None:
+def _row(message, report: StreamReport, cutoffs: RatingCutoffs, limits: Limits) -> SourceRow | None:
+    """The training row of a rated review; None (counted in `report`) for anything else."""
     try:
         event = decode_event(message.value(), limits)
     except EventError as exc:
         report.invalid[str(exc.code)] += 1
-        return
+        return None
     if event.event_type != "review":
         report.not_review += 1
-        return
+        return None
     rating = event.data.get("rating")
     if rating is None:
         report.unrated += 1
-        return
-    if event.event_id in seen_ids:
-        report.duplicate_event_ids += 1
-        return
-    seen_ids.add(event.event_id)
-    rows.append(SourceRow(event.text, cutoffs.label(rating), f"{KAFKA_PREFIX}{message.topic()}", f"event:{event.event_id}"))
+        return None
+    return SourceRow(event.text, cutoffs.label(rating), f"{KAFKA_PREFIX}{message.topic()}", f"event:{event.event_id}")

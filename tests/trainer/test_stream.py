@@ -130,6 +130,8 @@ def test_held_out_split_is_stable_across_runs_and_as_the_stream_grows(kafka_boot
 
     first, second = test_ids(), test_ids()
     assert first == second and 10 <= len(first) <= 60
+    # Same offsets, same rows in the same order (partition order, not arrival order): the same training run.
+    assert read_reviews([topic], connection, RatingCutoffs())[0] == read_reviews([topic], connection, RatingCutoffs())[0]
     produce(kafka_bootstrap, topic, dumps(corpus_reviews(200, offset=300)))
     grown = test_ids()
     # Every event held out before is still held out; new events join by their own hash.
