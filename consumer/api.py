@@ -1,16 +1,20 @@
-"""A small read-only HTTP JSON API over the counters and alerts (`python -m consumer serve`).
+"""A small read-only HTTP API over the counters and alerts, and the dashboard (`python -m consumer serve`).
 
 Standard library server, bound to 127.0.0.1 by default. Routes:
+  GET /                    the live dashboard (static page polling the JSON routes below)
   GET /queries/{query}/sentiment?window=1h
   GET /products/{product_id}/sentiment?window=1h
-  GET /top?label=negative&window=1h&min_count=10&limit=10
+  GET /top?label=negative&window=1h&min_count=10&limit=10&kind=query
+  GET /series?kind=query&name=...&window=24h
   GET /alerts?state=firing
+  GET /status              the consumer's models, rates and lag (from --metrics-url)
   GET /openapi.json
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -19,12 +23,15 @@ import orjson
 
 from . import views
 from .alerts.state import AlertStore
+from .dashboard.assets import PAGE_HEADERS, asset
+from .dashboard.status import ConsumerStatus
 from .httpserver import BoundedHTTPServer
 from .redis_client import REDIS_ERRORS
 from .state.counters import CounterStore
 
 log = logging.getLogger("consumer.api")
 MAX_URL = 4096
+JSON = "application/json"
 
 _WINDOW = {"name": "window", "in": "query", "schema": {"type": "string", "default": "1h", "pattern": "^[0-9]+[smhd]$"},
            "description": "window ending now, e.g. 5m, 1h, 24h (at most the longest counter window)"}
@@ -52,14 +59,37 @@ OPENAPI: dict[str, Any] = {
             {"name": "query", "in": "path", "required": True, "schema": {"type": "string"}}, _WINDOW], "responses": _ok(_SENTIMENT)}},
         "/products/{product_id}/sentiment": {"get": {"summary": "Counts for one product", "parameters": [
             {"name": "product_id", "in": "path", "required": True, "schema": {"type": "string"}}, _WINDOW], "responses": _ok(_SENTIMENT)}},
-        "/top": {"get": {"summary": "Queries ranked by the share of a label", "parameters": [
+        "/top": {"get": {"summary": "Queries (or products) ranked by the share of a label", "parameters": [
             {"name": "label", "in": "query", "schema": {"enum": list(views.LABELS), "default": "negative"}}, _WINDOW,
+            {"name": "kind", "in": "query", "schema": {"enum": list(views.SUBJECT_FIELDS), "default": "query"}},
             {"name": "min_count", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 10}},
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}}],
             "responses": _ok({"type": "object", "properties": {"results": {"type": "array"}}})}},
         "/alerts": {"get": {"summary": "Latest alert per subject", "parameters": [
             {"name": "state", "in": "query", "schema": {"enum": ["firing", "resolved"]}}],
             "responses": _ok({"type": "object", "properties": {"alerts": {"type": "array"}}})}},
+        "/series": {"get": {"summary": "One subject's negative share per bucket, its alert baseline and firing periods", "parameters": [
+            {"name": "kind", "in": "query", "schema": {"enum": list(views.SUBJECT_FIELDS), "default": "query"}},
+            {"name": "name", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1},
+             "description": "the query (normalized before lookup) or product id"},
+            {**_WINDOW, "schema": {**_WINDOW["schema"], "default": "24h"},
+             "description": "window ending now; up to the fine horizon (1h) in fine buckets, longer in hourly buckets"}],
+            "responses": _ok({"type": "object", "properties": {
+                "bucket_seconds": {"type": "integer"},
+                "points": {"type": "array", "items": {"type": "object", "properties": {
+                    "t": {"type": "integer", "description": "bucket start, epoch seconds"}, "total": {"type": "integer"},
+                    "negative": {"type": "integer"}, "negative_share": {"type": ["number", "null"]},
+                    "interval_95": {"type": ["array", "null"], "items": {"type": "number"}}}}},
+                "baseline": {"type": "object", "description": "the alert baseline: --alert-baseline-window before now, excluding --alert-window"},
+                "firing_periods": {"type": "array", "items": {"type": "object", "properties": {
+                    "from": {"type": "integer"}, "to": {"type": ["integer", "null"], "description": "null: still firing"}}}}}})}},
+        "/status": {"get": {"summary": "The consumer's models, events/s, lag and troubles, from its /metrics (serve --metrics-url)",
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object", "properties": {
+                "configured": {"type": "boolean", "description": "false: serve has no --metrics-url; the dashboard hides the panel"},
+                "available": {"type": "boolean"}, "models": {"type": "array"}, "events_in_per_s": {"type": ["number", "null"]},
+                "events_out_per_s": {"type": ["number", "null"]}, "lag_total": {"type": "integer"}, "lag": {"type": "array"}}}}}}}}},
+        "/": {"get": {"summary": "The live dashboard (HTML; polls the routes above)",
+                      "responses": {"200": {"description": "OK", "content": {"text/html": {}}}}}},
     },
 }
 
@@ -72,46 +102,87 @@ def _int(params: dict[str, list[str]], name: str, default: int) -> int:
         raise views.BadRequest(f"{name} must be an integer, got {raw[:40]!r}") from None
 
 
-def route(store: CounterStore, alerts: AlertStore, method: str, target: str) -> tuple[int, Any]:
-    """(status, JSON body) for one request; pure, so tests can call it without sockets."""
-    if method != "GET":
-        return 405, {"error": f"{method} not allowed; this API is read-only"}
-    if len(target) > MAX_URL:
-        return 414, {"error": f"URL longer than {MAX_URL} bytes"}
-    url = urlsplit(target)
-    params = parse_qs(url.query)
-    parts = [unquote(p) for p in url.path.strip("/").split("/")]
-    window = params.get("window", ["1h"])[-1]
-    try:
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _json(status: int, body: Any) -> Reply:
+    return Reply(status, orjson.dumps(body))
+
+
+@dataclass
+class ReadAPI:
+    """Routes a request to its view; pure apart from the reads, so tests can call it without sockets."""
+
+    store: CounterStore
+    alerts: AlertStore
+    alert_window_s: int = 300
+    baseline_s: int = 86400
+    status: ConsumerStatus | None = None  # None: no --metrics-url, the dashboard hides the consumer panel
+
+    def route(self, method: str, target: str) -> Reply:
+        if method != "GET":
+            return _json(405, {"error": f"{method} not allowed; this API is read-only"})
+        if len(target) > MAX_URL:
+            return _json(414, {"error": f"URL longer than {MAX_URL} bytes"})
+        url = urlsplit(target)
+        params = parse_qs(url.query)
+        parts = [unquote(p) for p in url.path.strip("/").split("/")]
+        if parts == [""] or parts[0] == "static":
+            found = asset("/".join(parts[1:]) if parts[0] == "static" else "index.html")
+            if found is None:
+                return _json(404, {"error": f"no dashboard file {url.path}"})
+            return Reply(200, found[1], found[0], PAGE_HEADERS)
+        try:
+            body = self._view(parts, params)
+        except views.BadRequest as exc:
+            return _json(400, {"error": str(exc)})
+        except REDIS_ERRORS as exc:
+            log.warning("redis error", extra={"error": str(exc)[:200]})
+            return _json(503, {"error": "counters unavailable (Redis)"})
+        if body is None:
+            return _json(404, {"error": f"no route for {url.path}; see /openapi.json"})
+        return _json(200, body)
+
+    def _view(self, parts: list[str], params: dict[str, list[str]]) -> Any:
+        def param(name: str, default: str | None = None) -> str | None:
+            return params.get(name, [default])[-1]
+
+        window = param("window", "1h")
         if parts == ["openapi.json"]:
-            return 200, OPENAPI
+            return OPENAPI
         if len(parts) == 3 and parts[0] == "queries" and parts[2] == "sentiment":
-            return 200, views.query_sentiment(store, parts[1], window)
+            return views.query_sentiment(self.store, parts[1], window)
         if len(parts) == 3 and parts[0] == "products" and parts[2] == "sentiment":
-            return 200, views.product_sentiment(store, parts[1], window)
+            return views.product_sentiment(self.store, parts[1], window)
         if parts == ["top"]:
-            return 200, views.top(store, label=params.get("label", ["negative"])[-1], window=window,
-                                  min_count=_int(params, "min_count", 10), limit=_int(params, "limit", 10))
+            return views.top(self.store, label=param("label", "negative"), window=window, kind=param("kind", "query"),
+                             min_count=_int(params, "min_count", 10), limit=_int(params, "limit", 10))
+        if parts == ["series"]:
+            return views.series(self.store, self.alerts, kind=param("kind", "query"), name=param("name", ""),
+                                window=param("window", "24h"), alert_window_s=self.alert_window_s, baseline_s=self.baseline_s)
         if parts == ["alerts"]:
-            return 200, views.alerts(alerts, params.get("state", [None])[-1])
-    except views.BadRequest as exc:
-        return 400, {"error": str(exc)}
-    except REDIS_ERRORS as exc:
-        log.warning("redis error", extra={"error": str(exc)[:200]})
-        return 503, {"error": "counters unavailable (Redis)"}
-    return 404, {"error": f"no route for {url.path}; see /openapi.json"}
+            return views.alerts(self.alerts, param("state"))
+        if parts == ["status"]:
+            return {"configured": False} if self.status is None else {"configured": True, **self.status.read()}
+        return None
 
 
-def make_server(store: CounterStore, alerts: AlertStore, host: str, port: int, max_threads: int = 16, request_timeout_s: float = 10.0) -> BoundedHTTPServer:
+def make_server(api: ReadAPI, host: str, port: int, max_threads: int = 16, request_timeout_s: float = 10.0) -> BoundedHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def _reply(self) -> None:
-            status, body = route(store, alerts, self.command, self.path)
-            data = orjson.dumps(body)
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            reply = api.route(self.command, self.path)
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(data)
+            self.wfile.write(reply.body)
 
         do_GET = do_POST = do_PUT = do_DELETE = _reply  # noqa: N815 (http.server API)
 

@@ -27,7 +27,7 @@ from .alerts.rule import SpikeRule
 from .alerts.schedule import EvaluationSchedule
 from .alerts.state import AlertStore
 from .alerts.webhook import WebhookNotifier
-from .config import AlertSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RedisWriteSettings, RuntimeSettings
+from .config import AlertSettings, AlertWindowSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RedisWriteSettings, RuntimeSettings
 from .errors import ConfigError
 from .kafka.clients import consumer_config, ensure_topics, producer_config
 from .kafka.output import OutputProducer
@@ -90,7 +90,7 @@ class AlertTimes:
         return self.baseline_s + self.window_s + self.cooldown_s + 3600
 
 
-def alert_times(a: AlertSettings, layout: CounterLayout) -> AlertTimes:
+def alert_times(a: AlertWindowSettings, layout: CounterLayout) -> AlertTimes:
     try:
         times = AlertTimes(parse_duration(a.alert_window), parse_duration(a.alert_baseline_window), parse_duration(a.alert_cooldown))
     except ValueError as exc:
@@ -102,7 +102,7 @@ def alert_times(a: AlertSettings, layout: CounterLayout) -> AlertTimes:
     return times
 
 
-def alert_store(client, layout: CounterLayout, a: AlertSettings) -> AlertStore:
+def alert_store(client, layout: CounterLayout, a: AlertWindowSettings) -> AlertStore:
     return AlertStore(client, layout, alert_times(a, layout).state_ttl_s)
 
 

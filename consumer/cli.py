@@ -13,7 +13,7 @@ import orjson
 from schemas.checkpoint import CheckpointError
 from schemas.settings import add_dataclass_arguments, dataclass_from_args
 
-from .config import AlertSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RedisWriteSettings, RuntimeSettings
+from .config import AlertSettings, AlertWindowSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RedisWriteSettings, RuntimeSettings
 from .errors import ConfigError
 from .redis_client import REDIS_ERRORS
 
@@ -41,6 +41,7 @@ class ServeArguments:
     port: int = field(default=8080, metadata={"help": "port to listen on"})
     max_threads: int = field(default=16, metadata={"help": "requests served at once; more get 503 (bounds the load on Redis)"})
     request_timeout_s: float = field(default=10.0, metadata={"help": "close a connection whose request does not arrive within this time"})
+    metrics_url: str = field(default="", metadata={"help": "the consumer's Prometheus endpoint (e.g. http://127.0.0.1:9108/metrics): the dashboard then shows its models, events/s and lag (empty: that panel is hidden)"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,31 +55,34 @@ def build_parser() -> argparse.ArgumentParser:
     readers = {
         "stats": ("print one query's (or product's) rolling counts as JSON", StatsArguments),
         "top": ("print the queries with the highest share of a label as JSON", TopArguments),
-        "serve": ("serve the read API over HTTP (JSON; OpenAPI at /openapi.json)", ServeArguments),
+        "serve": ("serve the live dashboard at / and the read API over HTTP (JSON; OpenAPI at /openapi.json)", ServeArguments),
     }
     for name, (help_text, cls) in readers.items():
         sub = commands.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         add_dataclass_arguments(sub, RedisSettings, "redis")
         add_dataclass_arguments(sub, CounterSettings, "counters")
+        if name == "serve":  # the dashboard charts the alert baseline: give it the windows the consumer runs with
+            add_dataclass_arguments(sub, AlertWindowSettings, "alert windows (as the consumer runs)")
         add_dataclass_arguments(sub, cls, name)
     return parser
 
 
 def _read_stores(args: argparse.Namespace):
-    from .app import Settings, alert_store
+    from .app import Settings, alert_store, alert_times
     from .redis_client import connect
     from .state.counters import CounterStore
 
     settings = Settings(KafkaSettings(), dataclass_from_args(RedisSettings, args), dataclass_from_args(CounterSettings, args),
                         ModelSettings(), RuntimeSettings())
+    windows = dataclass_from_args(AlertWindowSettings, args) if args.command == "serve" else AlertWindowSettings()
     client, layout = connect(settings.redis.redis_url, settings.redis.redis_cluster), settings.layout()
-    return CounterStore(client, layout), alert_store(client, layout, AlertSettings())
+    return CounterStore(client, layout), alert_store(client, layout, windows), alert_times(windows, layout)
 
 
 def _read(args: argparse.Namespace) -> int:
     from . import views
 
-    store, alerts = _read_stores(args)
+    store, alerts, times = _read_stores(args)
     try:
         if args.command == "stats":
             query = dataclass_from_args(StatsArguments, args)
@@ -90,18 +94,22 @@ def _read(args: argparse.Namespace) -> int:
             t = dataclass_from_args(TopArguments, args)
             result = views.top(store, label=t.label, window=t.window, min_count=t.min_count, limit=t.limit)
         else:
-            from .api import make_server
+            from .api import ReadAPI, make_server
+            from .dashboard.status import ConsumerStatus
             from .observability import configure_logging
 
             serve = dataclass_from_args(ServeArguments, args)
+            if serve.metrics_url and not serve.metrics_url.startswith(("http://", "https://")):
+                raise ConfigError("--metrics-url must be an http:// or https:// URL")
             configure_logging("INFO")
+            api = ReadAPI(store, alerts, times.window_s, times.baseline_s, ConsumerStatus(serve.metrics_url) if serve.metrics_url else None)
             try:
-                server = make_server(store, alerts, serve.host, serve.port, serve.max_threads, serve.request_timeout_s)
+                server = make_server(api, serve.host, serve.port, serve.max_threads, serve.request_timeout_s)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
             except OSError as exc:
                 raise ConfigError(f"cannot listen on {serve.host}:{serve.port}: {exc.strerror}") from None
-            log.info("serving the read API", extra={"url": f"http://{serve.host}:{serve.port}", "openapi": "/openapi.json"})
+            log.info("serving the dashboard and the read API", extra={"url": f"http://{serve.host}:{serve.port}/", "openapi": "/openapi.json"})
             try:
                 server.serve_forever()
             except KeyboardInterrupt:

@@ -41,16 +41,22 @@ class CounterSettings:
 
 
 @dataclass
-class AlertSettings:
-    alerts: bool = field(default=True, metadata={"help": "run the negative-spike detector on each batch's subjects"})
+class AlertWindowSettings:
+    """The alert windows, which the read side (serve) needs too: the baseline it charts and how long alert state lives."""
+
     alert_window: str = field(default="5m", metadata={"help": "short window whose negative share is tested"})
     alert_baseline_window: str = field(default="24h", metadata={"help": "baseline: this long before now, excluding the short window"})
+    alert_cooldown: str = field(default="15m", metadata={"help": "after a spike resolves, no new alert for the same subject for this long"})
+
+
+@dataclass
+class AlertSettings(AlertWindowSettings):
+    alerts: bool = field(default=True, metadata={"help": "run the negative-spike detector on each batch's subjects"})
     alert_min_count: int = field(default=20, metadata={"help": "events needed in the short window before an alert can fire"})
     alert_min_increase: float = field(default=0.15, metadata={"help": "smallest rise of the negative share (absolute) that fires"})
     alert_z: float = field(default=2.326, metadata={"help": "z threshold of the one-sided test (2.326 = 1%% false alarms per test)"})
     alert_min_baseline: int = field(default=50, metadata={"help": "baseline events needed; fewer and --alert-prior-share is the reference"})
     alert_prior_share: float = field(default=0.25, metadata={"help": "negative share assumed for queries without a baseline"})
-    alert_cooldown: str = field(default="15m", metadata={"help": "after a spike resolves, no new alert for the same subject for this long"})
     alert_eval_interval_s: float = field(default=10.0, metadata={"help": "re-evaluate every recently touched or firing subject this often, with or without new events"})
     alert_webhook: str = field(default="", metadata={"help": "also POST each alert as JSON to this URL (best effort, off the loop)"})
     alert_webhook_timeout_s: float = field(default=3.0, metadata={"help": "webhook request timeout; 3 retries with backoff"})

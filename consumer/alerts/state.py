@@ -4,6 +4,7 @@ Per subject, one hash in the subject's own hash-tagged slot (cluster-safe):
 
     P:{q:<h>}:alert   state, alert_id, fired_at, cooldown_until, alert (latest event JSON),
                       pending:firing / pending:resolved (events not yet acknowledged by Kafka)
+    P:{q:<h>}:alert:periods  list of "<fired_ms>|<resolved_ms>", the last MAX_PERIODS resolved spikes
 
 A transition (fire, resolve) and its pending record are written by one script, so a
 state change can never exist without the event that announces it. The event is
@@ -27,6 +28,7 @@ import orjson
 from ..state.counters import CounterLayout
 
 PENDING_FIELDS = ("pending:firing", "pending:resolved")
+MAX_PERIODS = 50  # past firing periods kept per subject, for the dashboard's chart
 
 # KEYS[1]: state hash. ARGV: now_ms, alert_id, alert json, ttl_s. Fires unless firing or cooling down.
 _FIRE = """
@@ -37,13 +39,17 @@ redis.call('HSET', KEYS[1], 'state', 'firing', 'alert_id', ARGV[2], 'fired_at', 
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
-# KEYS[1]: state hash. ARGV: alert_id, cooldown_until_ms, alert json, ttl_s.
+# KEYS[1]: state hash, KEYS[2]: its list of past firing periods. ARGV: alert_id, cooldown_until_ms,
+# alert json, ttl_s, now_ms.
 _RESOLVE = """
 if redis.call('HGET', KEYS[1], 'state') ~= 'firing' or redis.call('HGET', KEYS[1], 'alert_id') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'resolved', 'cooldown_until', ARGV[2], 'alert', ARGV[3], 'pending:resolved', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('RPUSH', KEYS[2], redis.call('HGET', KEYS[1], 'fired_at') .. '|' .. ARGV[5])
+redis.call('LTRIM', KEYS[2], -MAX_PERIODS, -1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
-"""
+""".replace("MAX_PERIODS", str(MAX_PERIODS))
 # KEYS[1]: state hash. ARGV: pending field, the event json that was acked. Returns pending events left.
 _SENT = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
@@ -76,6 +82,21 @@ class AlertStore:
     def state_key(self, subject: Subject) -> str:
         return f"{self.layout.tag(*subject)}:alert"
 
+    def periods_key(self, subject: Subject) -> str:
+        return f"{self.layout.tag(*subject)}:alert:periods"
+
+    def periods(self, subject: Subject) -> list[tuple[int, int | None]]:
+        """(fired_ms, resolved_ms) of the subject's past firing periods, oldest first, then the current
+        one (resolved_ms None) while it fires."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lrange(self.periods_key(subject), 0, -1)
+        pipe.hmget(self.state_key(subject), "state", "fired_at")
+        past, (state, fired_at) = pipe.execute()
+        found: list[tuple[int, int | None]] = [tuple(int(t) for t in raw.split(b"|")) for raw in past]
+        if state == b"firing" and fired_at is not None:
+            found.append((int(fired_at), None))
+        return found
+
     def states(self, subjects: list[Subject]) -> dict[Subject, dict[str, str]]:
         pipe = self.client.pipeline(transaction=False)
         for subject in subjects:
@@ -98,7 +119,8 @@ class AlertStore:
 
     def resolve(self, subject: Subject, alert_id: str, cooldown_until_ms: int, now_ms: int, payload: bytes) -> bool:
         self._mark(subject, now_ms)
-        return bool(self._resolve(keys=[self.state_key(subject)], args=[alert_id, cooldown_until_ms, payload, self.ttl_s]))
+        return bool(self._resolve(keys=[self.state_key(subject), self.periods_key(subject)],
+                                  args=[alert_id, cooldown_until_ms, payload, self.ttl_s, now_ms]))
 
     def pending(self, limit: int = 1000) -> list[tuple[Subject, str, bytes]]:
         """Events not yet acknowledged, oldest marker first: (subject, field, event json)."""

@@ -273,15 +273,27 @@ class CounterStore:
         for count in spans:
             stats = WindowStats(Counter(), {})
             for _ in range(count):
-                for field, value in next(buckets).items():
-                    field = field.decode()
-                    if field.startswith(PROB_PREFIX):
-                        label = field[len(PROB_PREFIX):]
-                        stats.prob_sums[label] = stats.prob_sums.get(label, 0.0) + int(value) / MICRO
-                    else:
-                        stats.counts[field] += int(value)
+                stats.add_bucket(next(buckets))
             out.append(stats)
         return out
+
+    def bucket_series(self, kind: str, name: str, window_s: int, now_ms: int) -> tuple[int, list[tuple[int, "WindowStats"]]]:
+        """(bucket seconds, [(bucket start s, stats)] oldest first) over the window ending now: fine
+        buckets up to the fine horizon, hourly ones beyond, as window_stats_many sums them."""
+        layout = self.layout
+        coarse = window_s > layout.fine_horizon
+        size = COARSE_SECONDS if coarse else layout.bucket_seconds
+        newest = now_ms // 1000 // size * size
+        starts = [newest - i * size for i in reversed(range(max(1, -(-window_s // size))))]
+        pipe = self.client.pipeline(transaction=False)
+        for start in starts:
+            pipe.hgetall(layout.bucket_key(kind, name, coarse, start))
+        series = []
+        for start, raw in zip(starts, pipe.execute()):
+            stats = WindowStats(Counter(), {})
+            stats.add_bucket(raw)
+            series.append((start, stats))
+        return size, series
 
 
 @dataclass
@@ -290,6 +302,16 @@ class WindowStats:
 
     counts: Counter
     prob_sums: dict[str, float]
+
+    def add_bucket(self, raw: dict[bytes, bytes]) -> None:
+        """Add one bucket hash as Redis returns it (label counts and "p:<label>" micro-unit sums)."""
+        for field, value in raw.items():
+            field = field.decode()
+            if field.startswith(PROB_PREFIX):
+                label = field[len(PROB_PREFIX):]
+                self.prob_sums[label] = self.prob_sums.get(label, 0.0) + int(value) / MICRO
+            else:
+                self.counts[field] += int(value)
 
     def minus(self, other: "WindowStats") -> "WindowStats":
         counts = Counter({k: max(0, v - other.counts.get(k, 0)) for k, v in self.counts.items()})

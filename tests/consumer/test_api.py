@@ -118,7 +118,8 @@ def test_bad_requests_get_a_message(api, path, status, message):
 def test_openapi_and_read_only(api):
     status, spec = get(api + "/openapi.json")
     assert status == 200 and spec["openapi"].startswith("3.")
-    assert set(spec["paths"]) == {"/queries/{query}/sentiment", "/products/{product_id}/sentiment", "/top", "/alerts"}
+    assert set(spec["paths"]) == {"/queries/{query}/sentiment", "/products/{product_id}/sentiment", "/top", "/alerts", "/series",
+                                  "/status", "/"}
     request = urllib.request.Request(api + "/top", method="POST", data=b"{}")
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=5)
