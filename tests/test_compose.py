@@ -64,3 +64,25 @@ def test_compose_config_validates_with_a_compose_client():
         pytest.skip("no compose client on this machine (the YAML checks above still ran)")
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_compose_monitoring_wires_prometheus_grafana_and_the_dashboard():
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    # Prometheus scrapes the consumer's metrics port, which the consumer binds on all container interfaces.
+    prometheus = yaml.safe_load((ROOT / "services/monitoring/prometheus.yml").read_text())
+    targets = [t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
+    assert targets == ["consumer:9108"] and "--metrics-host" in services["consumer"]["command"]
+    # Every host path Prometheus and Grafana mount exists in the repo.
+    for name in ("prometheus", "grafana"):
+        for volume in services[name]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
+    datasource = yaml.safe_load((ROOT / "services/monitoring/grafana/provisioning/datasources/prometheus.yml").read_text())["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090" and datasource["uid"] == "prometheus"
+    provider = yaml.safe_load((ROOT / "services/monitoring/grafana/provisioning/dashboards/shop-sentiment.yml").read_text())["providers"][0]
+    assert any(v.endswith(":" + provider["options"]["path"] + ":ro") for v in services["grafana"]["volumes"])
+    # The dashboard service is `consumer serve` reading the consumer's metrics.
+    command = services["dashboard"]["command"]
+    assert command[:2] == ["sentiment-consumer", "serve"] and command[command.index("--metrics-url") + 1] == "http://consumer:9108/metrics"
+    assert set(services["dashboard"]["environment"]) <= _env_names(consumer_parser()) | _env_names(trainer_parser()) | PLATFORM_VARS
