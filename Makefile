@@ -27,7 +27,7 @@ export TOKENIZERS_PARALLELISM := false
 USE_EXISTING_SERVICES ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: help install services-up services-down services-status services-reset test chaos chaos-cluster demo checkpoint checkpoint-english checkpoint-multilingual-demo retrain bench bench-cluster clean
+.PHONY: help install browser services-up services-down services-status services-reset test chaos chaos-cluster demo checkpoint checkpoint-english checkpoint-multilingual-demo retrain bench bench-cluster clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -54,7 +54,20 @@ services-status:  ## show whether Kafka and Redis run and answer
 services-reset:  ## stop both and delete their data
 	@services/services.sh reset
 
-test: $(STAMP) services-up  ## the whole suite against the real Kafka and Redis (chaos scenarios: make chaos)
+# The dashboard's browser test drives Debian's Chromium through its chromedriver; a CJK font makes
+# Chinese query names render. Installed with apt when missing and run as root; otherwise that test
+# is skipped and says what to install.
+BROWSER_PACKAGES := chromium chromium-driver fonts-wqy-microhei
+
+browser:  ## install Chromium, chromedriver and a CJK font for the dashboard test (apt, as root; no-op when present)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null && dpkg -s fonts-wqy-microhei >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $(BROWSER_PACKAGES) (apt) for the dashboard's browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES)) >.browser-apt.log 2>&1 \
+			|| { echo "error: apt-get install $(BROWSER_PACKAGES) failed; see .browser-apt.log"; exit 1; }; \
+	else echo "note: the dashboard browser test will be skipped: install $(BROWSER_PACKAGES) (apt, as root)"; fi
+
+test: $(STAMP) services-up browser  ## the whole suite against the real Kafka and Redis (chaos scenarios: make chaos)
 	@$(PY) -m pytest -m "not chaos and not cluster" $(PYTEST_ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; else exit $$rc; fi; }
 
 chaos: $(STAMP) services-up  ## fault injection under load (~10 min); table in bench/results/chaos-latest.json
