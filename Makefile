@@ -107,8 +107,14 @@ checkpoint-multilingual-demo: $(STAMP)
 		echo "no full multilingual checkpoint yet (make checkpoint builds it, ~25 min): the demo trains the quick recipe (~5 min; Chinese accuracy in README)"; \
 		$(PY) -m trainer train $(MULTILINGUAL_QUICK_RECIPE) --output-dir checkpoints/multilingual-quick --reuse; fi
 
-demo: $(STAMP) services-up checkpoint-english checkpoint-multilingual-demo  ## the main job, end to end (a few minutes)
-	$(PY) demo/run_demo.py --checkpoint checkpoints/latest --multilingual-checkpoint $(MULTILINGUAL_CHECKPOINT)
+# The demo prints the dashboard's URL (http://127.0.0.1:$(DASHBOARD_PORT)/); DASHBOARD=1 keeps it up after the stream, until Ctrl-C.
+DASHBOARD ?= 0
+DASHBOARD_PORT ?= 8080
+export DASHBOARD_PORT
+
+demo: $(STAMP) services-up checkpoint-english checkpoint-multilingual-demo  ## the main job, end to end (a few minutes); DASHBOARD=1 keeps the dashboard up
+	$(PY) demo/run_demo.py --checkpoint checkpoints/latest --multilingual-checkpoint $(MULTILINGUAL_CHECKPOINT) \
+		$(if $(filter 1,$(DASHBOARD)),--keep-dashboard)
 
 # Retraining from the stream starts from the deployed weights: one pass over the shop's reviews.
 RETRAIN_RECIPE := --model-name shop-sentiment --max-length 64 --freeze-embeddings --epochs 1 --learning-rate 5e-5 \

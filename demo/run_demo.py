@@ -20,6 +20,7 @@ import threading
 import time
 import unicodedata
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import orjson
@@ -31,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from consumer.redis_client import connect  # noqa: E402
 from consumer.state.counters import CounterLayout, CounterStore  # noqa: E402
 from demo_consumer import consumer_on_demo_topics  # noqa: E402
+from demo_dashboard import free_port, serving_dashboard  # noqa: E402
 from schemas.shares import estimate_negative_share  # noqa: E402
 from schemas import normalize_query  # noqa: E402
 from trainer.corpora import read_builtin  # noqa: E402
@@ -94,6 +96,10 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=40.0, help="events per second produced")
     parser.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"), help="[env KAFKA_BOOTSTRAP_SERVERS]")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="[env REDIS_URL]")
+    parser.add_argument("--dashboard-port", type=int, default=int(os.environ.get("DASHBOARD_PORT", "8080")),
+                        help="port of the live dashboard on 127.0.0.1 for the length of the demo [env DASHBOARD_PORT]")
+    parser.add_argument("--keep-dashboard", action="store_true", default=os.environ.get("DASHBOARD", "") == "1",
+                        help="keep the dashboard up after the stream ends, until Ctrl-C [env DASHBOARD=1]")
     args = parser.parse_args()
 
     run = time.strftime("%Y%m%d%H%M%S")
@@ -104,17 +110,29 @@ def main() -> int:
     print("loading review text from the built-in corpora ...", flush=True)
     pools = review_texts()
     log_path = ROOT / ".cache" / f"demo-consumer-{run}.log"
+    metrics_port = free_port()
     consumer_cmd = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", args.bootstrap_servers,
                     "--redis-url", args.redis_url, "--redis-prefix", prefix, "--input-topics", f"{topics['search']},{topics['reviews']}",
                     "--output-topic", topics["out"], "--dlq-topic", topics["dlq"], "--alerts-topic", topics["alerts"],
-                    "--group-id", f"demo-{run}", "--checkpoint", args.checkpoint, "--metrics-port", "0",
+                    "--group-id", f"demo-{run}", "--checkpoint", args.checkpoint, "--metrics-port", str(metrics_port),
                     "--alert-eval-interval-s", "2"]
     if args.multilingual_checkpoint:
         consumer_cmd += ["--multilingual-checkpoint", args.multilingual_checkpoint]
-    with consumer_on_demo_topics(args.bootstrap_servers, list(topics.values()), consumer_cmd, log_path, ROOT) as proc:
+    with ExitStack() as stack:
+        proc = stack.enter_context(consumer_on_demo_topics(args.bootstrap_servers, list(topics.values()), consumer_cmd, log_path, ROOT))
+        url = stack.enter_context(serving_dashboard(port=args.dashboard_port, redis_url=args.redis_url, prefix=prefix, metrics_port=metrics_port,
+                                                    log_path=ROOT / ".cache" / f"demo-dashboard-{run}.log", cwd=ROOT))
         status = _stream(args, topics, prefix, pools, proc)
+        if url and args.keep_dashboard:
+            print(f"\nthe stream has ended; the dashboard stays at {url} (the consumer too, for its status) -- Ctrl-C to stop", flush=True)
+            try:
+                while proc.poll() is None:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
     print(f"stopped the consumer (exit {proc.returncode}) and removed the demo topics; the counters stay in Redis "
-          f"for a day under the prefix {prefix}:\n  .venv/bin/python -m consumer top --redis-prefix {prefix} --window 1h",
+          f"for a day under the prefix {prefix}:\n  .venv/bin/python -m consumer top --redis-prefix {prefix} --window 1h\n"
+          f"  .venv/bin/python -m consumer serve --redis-prefix {prefix}   # the dashboard on http://127.0.0.1:8080/",
           flush=True)
     return status
 

@@ -127,8 +127,9 @@ function shadeFiring(u) {
   ctx.save();
   ctx.fillStyle = getComputedStyle(document.documentElement).getPropertyValue("--firing");
   for (const period of state.periods) {
-    const x0 = Math.max(left, u.valToPos(period.from, "x", true));
+    // At least 3 px wide: on a day's axis a spike that fired a minute ago is still visible.
     const x1 = Math.min(left + width, u.valToPos(period.to ?? Date.now() / 1000, "x", true));
+    const x0 = Math.max(left, Math.min(u.valToPos(period.from, "x", true), x1 - 3 * devicePixelRatio));
     if (x1 > x0) ctx.fillRect(x0, top, x1 - x0, height);
   }
   ctx.restore();
