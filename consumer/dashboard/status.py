@@ -1,9 +1,10 @@
 """The consumer's status for the dashboard, read from its Prometheus endpoint (`serve --metrics-url`).
 
 Model versions, events per second in and out, lag per partition and troubles, from one
-scrape. Rates are the change of the counters since the previous scrape (at least a second
-earlier), so the figure is the same whichever browser asks; a restarted consumer (counters
-lower than before) gives no rate until the next scrape.
+scrape. Rates are the change of the counters since the previous scrape (scrapes are at
+least a second apart: answers are shared between browsers for that long), so the figure
+is the same whichever browser asks; a restarted consumer (counters lower than before)
+gives no rate until the next scrape.
 """
 
 from __future__ import annotations
@@ -49,9 +50,21 @@ class ConsumerStatus:
         self._lock = threading.Lock()
         self._previous: tuple[float, dict[str, float]] | None = None
         self._rates: dict[str, float | None] = dict.fromkeys(RATES)
+        self._last: tuple[float, dict[str, Any]] | None = None
 
     def read(self) -> dict[str, Any]:
-        """{"available": true, models, rates, lag...}, or {"available": false, "error": ...} when the scrape fails."""
+        """{"available": true, models, rates, lag...}, or {"available": false, "error": ...} when the scrape fails.
+
+        Scrapes at most once a second however many browsers poll; the others get that answer."""
+        with self._lock:
+            if self._last is not None and time.monotonic() - self._last[0] < MIN_RATE_INTERVAL_S:
+                return self._last[1]
+        status = self._scrape()
+        with self._lock:
+            self._last = (time.monotonic(), status)
+        return status
+
+    def _scrape(self) -> dict[str, Any]:
         try:
             with urllib.request.urlopen(self.metrics_url, timeout=self.timeout_s) as response:
                 body = response.read(MAX_SCRAPE_BYTES + 1)
@@ -64,11 +77,10 @@ class ConsumerStatus:
         now, totals = time.monotonic(), summary.pop("totals")
         with self._lock:
             previous = self._previous
-            if previous is None or now - previous[0] >= MIN_RATE_INTERVAL_S:
-                self._previous = (now, totals)
-                if previous is not None:
-                    elapsed = now - previous[0]
-                    self._rates = {name: round((totals[m] - previous[1][m]) / elapsed, 2) if totals[m] >= previous[1][m] else None
-                                   for name, m in RATES.items()}
-            rates = dict(self._rates)  # a scrape less than a second after the last one repeats its rates
+            self._previous = (now, totals)
+            elapsed = now - previous[0] if previous else 0.0
+            if elapsed >= MIN_RATE_INTERVAL_S:
+                self._rates = {name: round((totals[m] - previous[1][m]) / elapsed, 2) if totals[m] >= previous[1][m] else None
+                               for name, m in RATES.items()}
+            rates = dict(self._rates)
         return {"available": True, **rates, **summary}

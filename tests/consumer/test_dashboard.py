@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumer.alerts.state import AlertStore
 from consumer.api import ReadAPI
 from consumer.dashboard.status import ConsumerStatus
+from consumer.observability import Health, Metrics, serve_metrics
 from consumer.state.counters import CounterLayout, CounterStore
 from tests.conftest import REDIS_URL
 
@@ -109,6 +110,34 @@ def test_status_without_a_reachable_consumer_says_so_without_the_address():
     url = f"http://user:secret@127.0.0.1:{free_port()}/metrics"
     status = ConsumerStatus(url, timeout_s=1).read()
     assert status["available"] is False and "unreachable" in status["error"] and "secret" not in status["error"]
+
+
+def test_status_reads_models_rates_lag_and_troubles_from_the_consumers_metrics_endpoint():
+    metrics = Metrics()
+    health = Health(metrics, stall_s=30)
+    port = free_port()
+    server = serve_metrics(metrics, health, "127.0.0.1", port)
+    try:
+        metrics.model.labels("english", "shop-sentiment", "v-42", "cpu").set(1)
+        metrics.lag.labels("reviews", "0").set(7)
+        metrics.lag.labels("reviews", "1").set(5)
+        metrics.troubles.labels("redis").set(1)
+        metrics.events_in.labels("reviews").inc(100)
+        status = ConsumerStatus(f"http://127.0.0.1:{port}/metrics")
+        first = status.read()
+        assert first["available"] and first["events_in_per_s"] is None  # no rate from a single scrape
+        assert first["models"] == [{"route": "english", "name": "shop-sentiment", "version": "v-42", "device": "cpu"}]
+        assert first["lag_total"] == 12 and [p["lag"] for p in first["lag"]] == [7, 5] and first["troubles"] == ["redis"]
+        metrics.events_in.labels("reviews").inc(300)
+        metrics.events_out.labels("negative").inc(120)
+        assert status.read() is first  # within a second every caller shares the last scrape
+        time.sleep(1.2)
+        second = status.read()
+        # 300 in and 120 out over the same interval (at least the 1.2 s slept): at most 250/s, in 2.5x out.
+        assert 0 < second["events_in_per_s"] <= 250 and abs(second["events_in_per_s"] / second["events_out_per_s"] - 2.5) < 0.01
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_serve_refuses_a_metrics_url_that_is_not_http():
