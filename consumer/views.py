@@ -20,6 +20,13 @@ class BadRequest(ValueError):
     """A parameter a caller got wrong: 400 over HTTP, one line and exit 2 on the CLI."""
 
 
+def subject_field(kind: str) -> str:
+    """The response field naming a subject of this kind; a 400 for an unknown kind."""
+    if kind not in SUBJECT_FIELDS:
+        raise BadRequest(f"kind {kind!r} is not query or product")
+    return SUBJECT_FIELDS[kind]
+
+
 def window_seconds(store: CounterStore, window: str) -> int:
     try:
         seconds = parse_duration(window)
@@ -61,8 +68,7 @@ def top(store: CounterStore, *, label: str = "negative", window: str = "1h", min
     """Subjects ranked by the share of `label` in the window, among those with >= min_count events."""
     if label not in LABELS:
         raise BadRequest(f"label {label!r} is not one of {', '.join(LABELS)}")
-    if kind not in SUBJECT_FIELDS:
-        raise BadRequest(f"kind {kind!r} is not query or product")
+    field = subject_field(kind)
     if min_count < 1 or not 1 <= limit <= 1000:
         raise BadRequest("min_count must be >= 1 and limit 1..1000")
     seconds = window_seconds(store, window)
@@ -78,14 +84,14 @@ def top(store: CounterStore, *, label: str = "negative", window: str = "1h", min
         total = sum(counts.values())
         if total < min_count:
             continue
-        row = {SUBJECT_FIELDS[kind]: name, "count": counts.get(label, 0), "total": total, "counted_share": round(counts.get(label, 0) / total, 4)}
+        row = {field: name, "count": counts.get(label, 0), "total": total, "counted_share": round(counts.get(label, 0) / total, 4)}
         if label == "negative":  # the estimated share, as everywhere the negative share is reported
             estimate = estimate_negative_share(counts, stats.prob_sums, estimation)
             row |= {"share": round(estimate.share, 4), "interval_95": estimate.as_dict()["interval_95"], "estimator": estimate.estimator}
         else:
             row |= {"share": row["counted_share"], "estimator": "cc"}
         rows.append(row)
-    rows.sort(key=lambda r: (-r["share"], -r["total"], r[SUBJECT_FIELDS[kind]]))
+    rows.sort(key=lambda r: (-r["share"], -r["total"], r[field]))
     return {"kind": kind, "label": label, "window": window, "min_count": min_count, "results": rows[:limit]}
 
 
@@ -99,12 +105,11 @@ def series(store: CounterStore, alert_store: AlertStore, *, kind: str, name: str
            baseline_s: int) -> dict[str, Any]:
     """One subject's estimated negative share per bucket over the window, with what its alerts compare
     against (the baseline share: `baseline_s` before now, excluding the alert window) and its firing periods."""
-    if kind not in SUBJECT_FIELDS:
-        raise BadRequest(f"kind {kind!r} is not query or product")
+    field = subject_field(kind)
     seconds = window_seconds(store, window)
     subject = normalize_query(name) if kind == "query" else name
     if not subject.strip():
-        raise BadRequest(f"{SUBJECT_FIELDS[kind]} is empty")
+        raise BadRequest(f"{field} is empty")
     now = int(time.time() * 1000)
     estimation = store.estimation()
     size, buckets = store.bucket_series(kind, subject, seconds, now)
@@ -118,7 +123,7 @@ def series(store: CounterStore, alert_store: AlertStore, *, kind: str, name: str
     since_s = now // 1000 - seconds
     periods = [{"from": fired // 1000, "to": None if resolved is None else resolved // 1000}
                for fired, resolved in alert_store.periods((kind, subject)) if resolved is None or resolved // 1000 >= since_s]
-    return {"kind": kind, SUBJECT_FIELDS[kind]: subject, "window": window, "bucket_seconds": size, "points": points,
+    return {"kind": kind, field: subject, "window": window, "bucket_seconds": size, "points": points,
             "baseline": {"seconds": baseline_s, "total": baseline["total"], "negative_share": baseline["negative_share"],
                          "interval_95": baseline["interval_95"]},
             "firing_periods": periods}

@@ -16,6 +16,7 @@ const state = {
   chartKey: "",
   periods: [],
   timer: null,
+  generation: 0,
 };
 
 const $ = (selector) => document.querySelector(selector);
@@ -199,10 +200,13 @@ function select(kind, name) {
 // ---- polling ------------------------------------------------------------------------------
 
 async function poll() {
+  // One polling loop: a poll started by a click supersedes one in flight, which then schedules nothing.
   clearTimeout(state.timer);
+  const generation = ++state.generation;
   try {
     const top = (kind) => getJSON(`/top?kind=${kind}&window=${state.window}&min_count=${state.minCount}&limit=${TOP_LIMIT}`);
     const [queries, products, alerts, status] = await Promise.all([top("query"), top("product"), getJSON("/alerts"), getJSON("/status")]);
+    if (generation !== state.generation) return; // superseded (another window chosen meanwhile): draw nothing stale
     state.top = { query: queries.results, product: products.results };
     renderAlerts(alerts.alerts);
     renderTable("query");
@@ -215,7 +219,7 @@ async function poll() {
   } catch (error) {
     showProblem(`cannot refresh: ${error.message}`);
   }
-  state.timer = setTimeout(poll, POLL_MS);
+  if (generation === state.generation) state.timer = setTimeout(poll, POLL_MS);
 }
 
 function setWindow(window) {
