@@ -62,10 +62,12 @@ def write_known_day(store: CounterStore, now_ms: int, seed: int = 7) -> KnownDay
             negative = min(events, max(0, round(events * share) + rng.randint(-1, 1)))
             for i in range(events):
                 add(query, product, now_ms - int((hour * 60 + rng.uniform(6, 59)) * MINUTE), "negative" if i < negative else "positive")
-    burst(FIRING, "B-EARBUDS-7", (15.2, 19.8), 30, 24)  # fired 15 minutes ago ...
+    # A check's 5-minute window is five minute buckets: it reaches at least 4 minutes back, so each
+    # burst a check must see lies within the 4 minutes before it, whatever the second of the minute.
+    burst(FIRING, "B-EARBUDS-7", (15.2, 18.9), 30, 24)  # fired 15 minutes ago ...
     burst(FIRING, "B-EARBUDS-7", (0.2, 15), 40, 28)  # ... and still negative
-    burst(RESOLVED, "B-AIRFRYER-3", (37, 40), 30, 24)  # fired 36 minutes ago ...
-    burst(RESOLVED, "B-AIRFRYER-3", (0.2, 4.5), 12, 1)  # ... and recovered now
+    burst(RESOLVED, "B-AIRFRYER-3", (36.2, 39.9), 30, 24)  # fired 36 minutes ago ...
+    burst(RESOLVED, "B-AIRFRYER-3", (0.2, 3.9), 12, 1)  # ... and recovered now
     store.apply(incs, now_ms)
     store.publish_estimation(ESTIMATION, "v-known-day")
     detector = SpikeDetector(store, AlertStore(store.client, store.layout, ALERT_TTL_S), SpikeRule(), 300, "5m", 86400, 900,
