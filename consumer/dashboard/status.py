@@ -1,10 +1,10 @@
 """The consumer's status for the dashboard, read from its Prometheus endpoint (`serve --metrics-url`).
 
 Model versions, events per second in and out, lag per partition and troubles, from one
-scrape. Rates are the change of the counters since the previous scrape (scrapes are at
-least a second apart: answers are shared between browsers for that long), so the figure
-is the same whichever browser asks; a restarted consumer (counters lower than before)
-gives no rate until the next scrape.
+scrape. Rates are the change of the counters since the previous scrape (scrapes are one
+at a time and at least a second apart: browsers share each answer for that long), so the
+figure is the same whichever browser asks; a restarted consumer (counters lower than
+before) gives no rate until the next scrape.
 """
 
 from __future__ import annotations
@@ -47,22 +47,19 @@ class ConsumerStatus:
     def __init__(self, metrics_url: str, timeout_s: float = 3.0) -> None:
         self.metrics_url = metrics_url
         self.timeout_s = timeout_s
+        # Held across the scrape: one at a time, so concurrent callers wait (at most timeout_s) and share it.
         self._lock = threading.Lock()
-        self._previous: tuple[float, dict[str, float]] | None = None
-        self._rates: dict[str, float | None] = dict.fromkeys(RATES)
-        self._last: tuple[float, dict[str, Any]] | None = None
+        self._previous: tuple[float, dict[str, float]] | None = None  # (when, totals) of the last good scrape
+        self._last: tuple[float, dict[str, Any]] | None = None  # (when, answer) of the last scrape
 
     def read(self) -> dict[str, Any]:
         """{"available": true, models, rates, lag...}, or {"available": false, "error": ...} when the scrape fails.
 
         Scrapes at most once a second however many browsers poll; the others get that answer."""
         with self._lock:
-            if self._last is not None and time.monotonic() - self._last[0] < MIN_RATE_INTERVAL_S:
-                return self._last[1]
-        status = self._scrape()
-        with self._lock:
-            self._last = (time.monotonic(), status)
-        return status
+            if self._last is None or time.monotonic() - self._last[0] >= MIN_RATE_INTERVAL_S:
+                self._last = (time.monotonic(), self._scrape())
+            return self._last[1]
 
     def _scrape(self) -> dict[str, Any]:
         try:
@@ -75,12 +72,10 @@ class ConsumerStatus:
             # The URL is the operator's and may carry credentials: name the failure, not the address.
             return {"available": False, "error": f"consumer metrics unreachable: {type(exc).__name__}"}
         now, totals = time.monotonic(), summary.pop("totals")
-        with self._lock:
-            previous = self._previous
-            self._previous = (now, totals)
-            elapsed = now - previous[0] if previous else 0.0
-            if elapsed >= MIN_RATE_INTERVAL_S:
-                self._rates = {name: round((totals[m] - previous[1][m]) / elapsed, 2) if totals[m] >= previous[1][m] else None
-                               for name, m in RATES.items()}
-            rates = dict(self._rates)
+        previous, self._previous = self._previous, (now, totals)
+        rates = dict.fromkeys(RATES)
+        if previous is not None:  # scrapes are at least MIN_RATE_INTERVAL_S apart
+            elapsed = now - previous[0]
+            rates = {name: round((totals[m] - previous[1][m]) / elapsed, 2) if totals[m] >= previous[1][m] else None
+                     for name, m in RATES.items()}
         return {"available": True, **rates, **summary}

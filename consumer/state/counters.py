@@ -135,6 +135,14 @@ class CounterLayout:
     def rank_key(self, kind: str, label: str, hour_start_s: int) -> str:
         return f"{self.prefix}:rank:{SUBJECT_KINDS[kind]}:{label}:{hour_start_s}"
 
+    def buckets(self, window_s: int, now_ms: int) -> tuple[bool, int, list[int]]:
+        """(coarse, bucket seconds, bucket starts newest first) that sum the window ending now: fine
+        buckets up to the fine horizon, whole event-time hours beyond (the current one included)."""
+        coarse = window_s > self.fine_horizon
+        size = COARSE_SECONDS if coarse else self.bucket_seconds
+        newest = now_ms // 1000 // size * size
+        return coarse, size, [newest - i * size for i in range(max(1, -(-window_s // size)))]
+
     def hours(self, window_s: int, now_ms: int) -> list[int]:
         """Starts of the event-time hours overlapping the window ending now, newest first."""
         newest = now_ms // 1000 // COARSE_SECONDS * COARSE_SECONDS
@@ -261,13 +269,10 @@ class CounterStore:
         pipe = self.client.pipeline(transaction=False)
         spans = []
         for kind, name, window_s in requests:
-            coarse = window_s > layout.fine_horizon
-            size = COARSE_SECONDS if coarse else layout.bucket_seconds
-            newest = now_ms // 1000 // size * size
-            count = max(1, -(-window_s // size))
-            for i in range(count):
-                pipe.hgetall(layout.bucket_key(kind, name, coarse, newest - i * size))
-            spans.append(count)
+            coarse, _, starts = layout.buckets(window_s, now_ms)
+            for start in starts:
+                pipe.hgetall(layout.bucket_key(kind, name, coarse, start))
+            spans.append(len(starts))
         buckets = iter(pipe.execute())
         out = []
         for count in spans:
@@ -278,16 +283,12 @@ class CounterStore:
         return out
 
     def bucket_series(self, kind: str, name: str, window_s: int, now_ms: int) -> tuple[int, list[tuple[int, "WindowStats"]]]:
-        """(bucket seconds, [(bucket start s, stats)] oldest first) over the window ending now: fine
-        buckets up to the fine horizon, hourly ones beyond, as window_stats_many sums them."""
-        layout = self.layout
-        coarse = window_s > layout.fine_horizon
-        size = COARSE_SECONDS if coarse else layout.bucket_seconds
-        newest = now_ms // 1000 // size * size
-        starts = [newest - i * size for i in reversed(range(max(1, -(-window_s // size))))]
+        """(bucket seconds, [(bucket start s, stats)] oldest first): the buckets window_stats_many sums."""
+        coarse, size, starts = self.layout.buckets(window_s, now_ms)
+        starts.reverse()
         pipe = self.client.pipeline(transaction=False)
         for start in starts:
-            pipe.hgetall(layout.bucket_key(kind, name, coarse, start))
+            pipe.hgetall(self.layout.bucket_key(kind, name, coarse, start))
         series = []
         for start, raw in zip(starts, pipe.execute()):
             stats = WindowStats(Counter(), {})

@@ -31,6 +31,16 @@ TEXTS = [
 ]
 
 
+def wait_for(predicate, timeout: float, what: str):
+    """predicate()'s first truthy value, polled until the timeout; an AssertionError naming `what` after it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -28,7 +28,7 @@ from consumer.state.counters import CounterLayout, CounterStore
 from tests.conftest import REDIS_URL
 
 from .dashboard_data import ALERT_TTL_S, FIRING, QUERIES, RESOLVED, write_known_day
-from .harness import ROOT, free_port, make_events, produce
+from .harness import ROOT, free_port, make_events, produce, wait_for
 
 GRAFANA_DASHBOARD = ROOT / "services/monitoring/grafana/dashboards/shop-sentiment.json"
 BROWSER_PACKAGES = "chromium chromium-driver fonts-wqy-microhei"
@@ -39,15 +39,6 @@ def known_day(redis_prefix):
     client, prefix = redis_prefix
     store = CounterStore(client, CounterLayout(prefix + "dash"))
     return store, write_known_day(store, int(time.time() * 1000))
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := predicate():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 # ---- the JSON routes the page reads --------------------------------------------------------
@@ -189,7 +180,7 @@ def _serve(prefix: str, metrics_url: str = "") -> tuple[subprocess.Popen, str]:
         except (urllib.error.URLError, ConnectionError):
             return False
 
-    _wait(up, 30, "consumer serve to listen")
+    wait_for(up, 30, "consumer serve to listen")
     return proc, base
 
 
@@ -197,7 +188,7 @@ def _live_consumer(stream) -> object:
     """A real consumer on the stream's topics that has labelled 20 events and dead-lettered one."""
     proc = stream["start"]()
     produce(stream["bootstrap"], stream["topics"]["input"], [orjson.dumps(e) for e in make_events(20, seed=5)] + [b"{not json"])
-    _wait(lambda: "sentiment_events_dead_lettered_total{" in proc.scrape()[1]
+    wait_for(lambda: "sentiment_events_dead_lettered_total{" in proc.scrape()[1]
           and _sample(proc.scrape()[1], "sentiment_events_out_total") >= 20, 120, "the consumer to label 20 events")
     return proc
 
@@ -227,7 +218,7 @@ def _click(chrome, selector: str) -> None:
         except WebDriverException:
             return False
 
-    _wait(clicked, 10, f"a click on {selector}")
+    wait_for(clicked, 10, f"a click on {selector}")
 
 
 # Pixels of the share line (--neg, opaque) and of the firing shade (--firing, translucent), and
@@ -259,7 +250,7 @@ def test_dashboard_in_headless_chromium(stream, browser, tiny_checkpoint, tmp_pa
         chrome = browser
         chrome.get(base + "/")
         _click(chrome, '#windows button[data-window="24h"]')
-        _wait(lambda: len(_rows(chrome, "#top-queries")) == len(QUERIES), 20, "the day's seven queries")
+        wait_for(lambda: len(_rows(chrome, "#top-queries")) == len(QUERIES), 20, "the day's seven queries")
         # The rows a person sees: every query, most negative first, with the true share of the day.
         expected = sorted(((day.negative_share("query", q), q) for q, *_ in QUERIES), key=lambda r: (-r[0], r[1]))
         rows = _rows(chrome, "#top-queries")
@@ -271,7 +262,7 @@ def test_dashboard_in_headless_chromium(stream, browser, tiny_checkpoint, tmp_pa
         assert chrome.execute_script("return [...document.querySelectorAll('#top-queries tr.firing')].map(tr => tr.dataset.name)") == [FIRING]
         # The consumer panel: the real consumer's model version, its rates and lag.
         manifest = json.loads((tiny_checkpoint / "manifest.json").read_text())
-        panel = _wait(lambda: "events/s" in (t := _text(chrome, "#consumer")) and t, 20, "the consumer panel")
+        panel = wait_for(lambda: "events/s" in (t := _text(chrome, "#consumer")) and t, 20, "the consumer panel")
         assert manifest["version"] in panel and "lag" in panel
         # Alerts: the firing spike with its statistic, and the resolved one.
         firing = _text(chrome, "#alerts li.firing")
@@ -279,8 +270,8 @@ def test_dashboard_in_headless_chromium(stream, browser, tiny_checkpoint, tmp_pa
         assert RESOLVED in _text(chrome, "#alerts li.resolved")
         # The chart for the first query by default; clicking the firing query charts it, with its firing period.
         _click(chrome, f'#top-queries tr[data-name="{FIRING}"]')
-        _wait(lambda: _text(chrome, "#series-name").startswith(FIRING), 10, "the chart to switch")
-        probe = _wait(lambda: (p := chrome.execute_script(CANVAS_PROBE, FIRING))["line"] > 200 and p["shade"] > 200 and p, 10,
+        wait_for(lambda: _text(chrome, "#series-name").startswith(FIRING), 10, "the chart to switch")
+        probe = wait_for(lambda: (p := chrome.execute_script(CANVAS_PROBE, FIRING))["line"] > 200 and p["shade"] > 200 and p, 10,
                       "the share line and the firing shade on the canvas")
         assert probe["cjk"], f"Chinese text renders as empty boxes: install a CJK font ({BROWSER_PACKAGES})"
         # The filter narrows both tables as one types.
@@ -294,11 +285,11 @@ def test_dashboard_in_headless_chromium(stream, browser, tiny_checkpoint, tmp_pa
         assert [r[0] for r in _rows(chrome, "#top-products")] == ["B-CABLE-1"]
         box.clear()
         box.send_keys(" ")  # an input event with an empty filter restores every row
-        _wait(lambda: len(_rows(chrome, "#top-queries")) == len(QUERIES), 5, "the filter to clear")
+        wait_for(lambda: len(_rows(chrome, "#top-queries")) == len(QUERIES), 5, "the filter to clear")
         # Live: the page polls; the "updated" stamp moves without a reload.
         stamp = _text(chrome, "#updated")
         chrome.execute_script("window.__same_page = true")
-        _wait(lambda: _text(chrome, "#updated") != stamp, 15, "a poll")
+        wait_for(lambda: _text(chrome, "#updated") != stamp, 15, "a poll")
         assert chrome.execute_script("return window.__same_page") is True
         assert _text(chrome, "#problem") == ""
         errors = [entry for entry in chrome.get_log("browser") if entry["level"] == "SEVERE"]

@@ -14,22 +14,12 @@ from consumer.state.counters import CounterStore
 from tests.services.redis_server import RedisServer
 
 from .conftest import assert_counters_exact
-from .harness import committed, labelled_by_id, make_events, produce, read_topic, wait_committed
+from .harness import committed, labelled_by_id, make_events, produce, read_topic, wait_committed, wait_for
 from .test_alerts import _mix, _pick_texts
 
 
 def _wait_committed(stream, expect: int, timeout: float = 60) -> int:
     return wait_committed(stream["bootstrap"], stream["group"], stream["topics"]["input"], 4, expect, timeout)
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_oversized_dead_letters_fit_and_output_refusals_are_dead_lettered(stream, make_topic):
@@ -90,7 +80,7 @@ def test_shutdown_during_redis_outage_commits_nothing_past_the_abandoned_batch(s
         server.stop()
         wave2 = make_events(200, seed=23)
         produce(bootstrap, topics["input"], [orjson.dumps(e) for e in wave2])
-        _wait_for(lambda: any(l.get("msg") == "redis update failed; retrying" for l in first.logs()), 60, "redis retries")
+        wait_for(lambda: any(l.get("msg") == "redis update failed; retrying" for l in first.logs()), 60, "redis retries")
         time.sleep(6)  # the retry backoff grows to seconds
         first.proc.send_signal(signal.SIGTERM)
         time.sleep(1)
@@ -130,7 +120,7 @@ def test_alert_left_pending_by_a_crash_is_sent_after_restart(stream):
     assert [(orjson.loads(m.value())["alert_id"], orjson.loads(m.value())["state"]) for m in sent] == [
         ("crash-1", "firing"), ("crash-1", "resolved")]
     assert orjson.loads(sent[0].value()) == event
-    _wait_for(lambda: not alerts.pending(), 30, "the pending records to be marked sent")
+    wait_for(lambda: not alerts.pending(), 30, "the pending records to be marked sent")
     assert proc.stop() == 0
     assert [a["state"] for a in alerts.read()] == ["resolved"]
 
@@ -162,7 +152,7 @@ def test_systemic_model_failure_pauses_reports_unhealthy_and_dead_letters_nothin
     proc = stream["start"]("model", env={"SENTIMENT_FAULT_MODEL_FAIL_FILE": str(fault)})
     events = make_events(120, seed=24)
     produce(bootstrap, topics["input"], [orjson.dumps(e) for e in events])
-    status, body = _wait_for(lambda: (r := proc.scrape("/healthz"))[0] == 503 and r, 90, "/healthz to fail")
+    status, body = wait_for(lambda: (r := proc.scrape("/healthz"))[0] == 503 and r, 90, "/healthz to fail")
     assert "model" in orjson.loads(body)["failing"]
     time.sleep(3)
     assert committed(bootstrap, stream["group"], topics["input"], 4) == 0
@@ -172,7 +162,7 @@ def test_systemic_model_failure_pauses_reports_unhealthy_and_dead_letters_nothin
     assert set(by_id) == {e["event_id"] for e in events}
     assert read_topic(bootstrap, topics["dlq"], expect=1, timeout=3) == []
     assert _wait_committed(stream, len(events)) == len(events)
-    assert _wait_for(lambda: proc.scrape("/healthz")[0] == 200, 30, "/healthz to recover")
+    assert wait_for(lambda: proc.scrape("/healthz")[0] == 200, 30, "/healthz to recover")
     assert proc.stop() == 0
     assert_counters_exact(stream["store"], by_id)
 
@@ -204,8 +194,8 @@ def test_redis_out_of_memory_is_backpressure_and_every_key_expires(stream, tmp_p
         client.config_set("maxmemory", max(1, int(client.info("memory")["used_memory"]) - 4096))
         wave2 = make_events(150, seed=27)
         produce(bootstrap, topics["input"], [orjson.dumps(e) for e in wave2])
-        _wait_for(lambda: 'sentiment_redis_retries_total{reason="out_of_memory"}' in proc.scrape()[1], 60, "OOM retries")
-        status, body = _wait_for(lambda: (r := proc.scrape("/healthz"))[0] == 503 and r, 30, "/healthz to fail")
+        wait_for(lambda: 'sentiment_redis_retries_total{reason="out_of_memory"}' in proc.scrape()[1], 60, "OOM retries")
+        status, body = wait_for(lambda: (r := proc.scrape("/healthz"))[0] == 503 and r, 30, "/healthz to fail")
         assert "redis" in orjson.loads(body)["failing"]
         assert committed(bootstrap, stream["group"], topics["input"], 4) < len(wave1) + len(wave2)
         client.config_set("maxmemory", 0)
@@ -227,7 +217,7 @@ def test_evicting_redis_is_refused_unless_allowed(stream, tmp_path):
         text = refused.log_path.read_text()
         assert "maxmemory-policy is allkeys-lru" in text and "--allow-evicting-redis" in text and "Traceback" not in text
         allowed = stream["start"]("evicting-allowed", redis_url=server.url, extra=["--allow-evicting-redis"])
-        _wait_for(lambda: any(l.get("msg") == "partitions assigned" for l in allowed.logs()), 90, "the consumer to run")
+        wait_for(lambda: any(l.get("msg") == "partitions assigned" for l in allowed.logs()), 90, "the consumer to run")
         assert allowed.stop() == 0
 
 
