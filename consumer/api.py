@@ -28,6 +28,7 @@ from .dashboard.status import ConsumerStatus
 from .httpserver import BoundedHTTPServer
 from .redis_client import REDIS_ERRORS
 from .state.counters import CounterStore
+from .state.rates import RateStore
 
 log = logging.getLogger("consumer.api")
 MAX_URL = 4096
@@ -40,7 +41,13 @@ _SENTIMENT = {"type": "object", "properties": {
     "total": {"type": "integer"},
     "negative_share": {"type": ["number", "null"], "description": "estimated share of negative events (see estimator)"},
     "interval_95": {"type": ["array", "null"], "items": {"type": "number"}, "description": "95% interval of negative_share; wide when counts are small"},
-    "estimator": {"enum": ["pacc", "pcc", "cc", "none"], "description": "pacc: mean calibrated probability adjusted by the model's validation rates; pcc: mean calibrated probability; cc: argmax counting"},
+    "estimator": {"enum": ["pacc", "pcc", "cc", "none"], "description": "the weakest estimator any model version needed. pacc: mean calibrated probability adjusted by that version's own rates; pcc: mean calibrated probability (no usable rates); cc: argmax counting (counters without probabilities)"},
+    "models": {"type": "array", "description": "per model version that labelled events in the window: its events, estimate, and the rates that corrected it",
+               "items": {"type": "object", "properties": {
+                   "model": {"type": "string", "description": "<route>:<version>"}, "events": {"type": "integer"},
+                   "estimator": {"enum": ["pacc", "pcc", "cc"]}, "negative_share": {"type": ["number", "null"]},
+                   "rates": {"enum": ["stream", "checkpoint_stream", "validation", None], "description": "stream: the version's rated reviews in this stream; checkpoint_stream: the trainer's stream test split; validation: the trainer's validation split"},
+                   "rate_examples": {"type": "integer", "description": "labelled examples behind the rates"}}}},
     "counted_negative_share": {"type": ["number", "null"], "description": "raw share of events labelled negative (biased toward the middle)"}}}
 _ERROR = {"description": "bad parameter", "content": {"application/json": {"schema": {
     "type": "object", "properties": {"error": {"type": "string"}}}}}}
@@ -119,6 +126,7 @@ class ReadAPI:
     """Routes a request to its view; pure apart from the reads, so tests can call it without sockets."""
 
     store: CounterStore
+    rates: RateStore
     alerts: AlertStore
     alert_window_s: int = 300
     baseline_s: int = 86400
@@ -156,14 +164,14 @@ class ReadAPI:
         if parts == ["openapi.json"]:
             return OPENAPI
         if len(parts) == 3 and parts[0] == "queries" and parts[2] == "sentiment":
-            return views.query_sentiment(self.store, parts[1], window)
+            return views.query_sentiment(self.store, self.rates, parts[1], window)
         if len(parts) == 3 and parts[0] == "products" and parts[2] == "sentiment":
-            return views.product_sentiment(self.store, parts[1], window)
+            return views.product_sentiment(self.store, self.rates, parts[1], window)
         if parts == ["top"]:
-            return views.top(self.store, label=param("label", "negative"), window=window, kind=param("kind", "query"),
+            return views.top(self.store, self.rates, label=param("label", "negative"), window=window, kind=param("kind", "query"),
                              min_count=_int(params, "min_count", 10), limit=_int(params, "limit", 10))
         if parts == ["series"]:
-            return views.series(self.store, self.alerts, kind=param("kind", "query"), name=param("name", ""),
+            return views.series(self.store, self.rates, self.alerts, kind=param("kind", "query"), name=param("name", ""),
                                 window=param("window", "24h"), alert_window_s=self.alert_window_s, baseline_s=self.baseline_s)
         if parts == ["alerts"]:
             return views.alerts(self.alerts, param("state"))

@@ -17,13 +17,13 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from model_runtime.stats.spikes import SpikeRule
 from schemas import Limits
 from schemas.kafka_connection import redact
 from schemas.timestamps import parse_duration
 
 from .alerts.detector import SpikeDetector
 from .alerts.outbox import AlertOutbox
-from .alerts.rule import SpikeRule
 from .alerts.schedule import EvaluationSchedule
 from .alerts.state import AlertStore
 from .alerts.webhook import WebhookNotifier
@@ -47,7 +47,8 @@ from .pipeline.produce import ProduceStep
 from .pipeline.records import LabelledBatch, Span
 from .pipeline.validate import Validator
 from .redis_client import connect, redacted_url, refuse_evicting
-from .state.counters import CounterLayout, CounterStore
+from .state.counters import CounterLayout, CounterStore, model_key
+from .state.rates import RateStore
 from .state.routing import Replication
 
 log = logging.getLogger("consumer")
@@ -106,12 +107,15 @@ def alert_store(client, layout: CounterLayout, a: AlertWindowSettings) -> AlertS
     return AlertStore(client, layout, alert_times(a, layout).state_ttl_s)
 
 
-def build_detector(settings: Settings, store: CounterStore, alerts: AlertStore, estimation: dict | None) -> SpikeDetector:
+def build_detector(settings: Settings, store: CounterStore, alerts: AlertStore, rates: RateStore) -> SpikeDetector:
     a = settings.alerts
     times = alert_times(a, store.layout)
-    rule = SpikeRule(a.alert_min_count, a.alert_min_increase, a.alert_z, a.alert_min_baseline, a.alert_prior_share)
-    return SpikeDetector(store, alerts, rule, times.window_s, a.alert_window, times.baseline_s, times.cooldown_s,
-                         estimation=estimation)
+    try:
+        rule = SpikeRule(a.alert_min_count, a.alert_min_increase, a.alert_false_alarm_days, times.window_s,
+                         a.alert_min_baseline, a.alert_prior_share)
+    except ValueError as exc:
+        raise ConfigError(f"--alert-false-alarm-days: {exc}") from None
+    return SpikeDetector(store, alerts, rates, rule, a.alert_window, times.baseline_s, times.cooldown_s)
 
 
 def checkpoint_paths(m: ModelSettings) -> dict[str, str]:
@@ -139,17 +143,9 @@ def model_loader(m: ModelSettings):
     return load
 
 
-def share_estimation(models: dict[str, SentimentClassifier]) -> tuple[dict | None, str]:
-    """The validation rates the read side corrects shares with, and whose they are.
-
-    pacc inverts one model's confusion; counters fed by two models mix two confusions in
-    proportions nobody stores, so with two models the read side reports pcc (the mean
-    calibrated probability, each model calibrated by its own temperature) instead.
-    """
-    if len(models) != 1:
-        return None, ""
-    classifier = next(iter(models.values()))
-    return classifier.share_parameters, classifier.version
+def serving_rates(models: dict[str, SentimentClassifier]) -> dict[str, tuple[list[str], dict]]:
+    """Each serving version's labels and checkpoint rates, by the model key its counters carry."""
+    return {model_key(route, c.version): (list(c.labels), c.rates) for route, c in models.items()}
 
 
 class StreamProcessor:
@@ -189,8 +185,8 @@ class StreamProcessor:
             log.info("model loaded", extra={"route": route, "model_version": classifier.version, "device": str(classifier.device),
                                             "runs": classifier.runner.detail,
                                             "labels": classifier.labels, "max_length": classifier.max_length})
-        estimation, version = share_estimation(self.models)
-        self.detector = detector = build_detector(s, store, alerts, estimation)
+        rates = RateStore(store, s.counters.rates_min_per_label)
+        self.detector = detector = build_detector(s, store, alerts, rates)
         ensure_topics(s.kafka, [s.kafka.output_topic, s.kafka.dlq_topic, s.kafka.alerts_topic])
         producer = OutputProducer(producer_config(s.kafka))
         webhook = None
@@ -213,7 +209,8 @@ class StreamProcessor:
                             *((self.reloader.adopt, self.reloader.observe) if self.reloader else ()))
         self.inference = InferenceStage(labeller, self.metrics, self.health, s.runtime.model_failure_timeout_s)
         self.produce = ProduceStep(producer, s.kafka.dlq_topic, self.metrics)
-        self.count = CountStep(store, self.metrics, estimation, version)
+        self.count = CountStep(store, rates, self.metrics)
+        self.count.serve(serving_rates(self.models))
         self.alerting = None
         if s.alerts.alerts:
             outbox = AlertOutbox(alerts, producer, s.kafka.alerts_topic, self.metrics, self.health, webhook)
@@ -230,9 +227,7 @@ class StreamProcessor:
         self.metrics.model.remove(route, previous.name, previous.version, str(previous.device))
         self.metrics.model.labels(route, current.name, current.version, str(current.device)).set(1)
         self.metrics.model_reloads.labels(route, "swapped").inc()
-        estimation, version = share_estimation(self.models)
-        self.count.use_estimation(estimation, version)
-        self.detector.estimation = estimation
+        self.count.serve(serving_rates(self.models))
         log.info("model swapped", extra={"route": route, "from_version": previous.version, "model_version": current.version})
 
     def _refused(self, route: str, version: str, reason: str) -> None:
@@ -299,7 +294,7 @@ class StreamProcessor:
             waiter.check()
             self.produce.run(batch, waiter)
             increments = batch.increments
-            self.count.run(increments, waiter)
+            self.count.run(increments, batch.rated, waiter)
             waiter.check()
             self.commit.run(batch)
             self.batches_done += 1

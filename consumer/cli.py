@@ -71,28 +71,30 @@ def _read_stores(args: argparse.Namespace):
     from .app import Settings, alert_store, alert_times
     from .redis_client import connect
     from .state.counters import CounterStore
+    from .state.rates import RateStore
 
     settings = Settings(KafkaSettings(), dataclass_from_args(RedisSettings, args), dataclass_from_args(CounterSettings, args),
                         ModelSettings(), RuntimeSettings())
     windows = dataclass_from_args(AlertWindowSettings, args) if args.command == "serve" else AlertWindowSettings()
     client, layout = connect(settings.redis.redis_url, settings.redis.redis_cluster), settings.layout()
-    return CounterStore(client, layout), alert_store(client, layout, windows), alert_times(windows, layout)
+    store = CounterStore(client, layout)
+    return store, RateStore(store, settings.counters.rates_min_per_label), alert_store(client, layout, windows), alert_times(windows, layout)
 
 
 def _read(args: argparse.Namespace) -> int:
     from . import views
 
-    store, alerts, times = _read_stores(args)
+    store, rates, alerts, times = _read_stores(args)
     try:
         if args.command == "stats":
             query = dataclass_from_args(StatsArguments, args)
             if bool(query.query) == bool(query.product_id):
                 raise ConfigError("pass exactly one of --query or --product-id")
-            result = (views.query_sentiment(store, query.query, query.window) if query.query
-                      else views.product_sentiment(store, query.product_id, query.window))
+            result = (views.query_sentiment(store, rates, query.query, query.window) if query.query
+                      else views.product_sentiment(store, rates, query.product_id, query.window))
         elif args.command == "top":
             t = dataclass_from_args(TopArguments, args)
-            result = views.top(store, label=t.label, window=t.window, min_count=t.min_count, limit=t.limit)
+            result = views.top(store, rates, label=t.label, window=t.window, min_count=t.min_count, limit=t.limit)
         else:
             from .api import ReadAPI, make_server
             from .dashboard.status import ConsumerStatus
@@ -102,7 +104,7 @@ def _read(args: argparse.Namespace) -> int:
             if serve.metrics_url and not serve.metrics_url.startswith(("http://", "https://")):
                 raise ConfigError("--metrics-url must be an http:// or https:// URL")
             configure_logging("INFO")
-            api = ReadAPI(store, alerts, times.window_s, times.baseline_s, ConsumerStatus(serve.metrics_url) if serve.metrics_url else None)
+            api = ReadAPI(store, rates, alerts, times.window_s, times.baseline_s, ConsumerStatus(serve.metrics_url) if serve.metrics_url else None)
             try:
                 server = make_server(api, serve.host, serve.port, serve.max_threads, serve.request_timeout_s)
             except ValueError as exc:

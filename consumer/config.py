@@ -38,6 +38,7 @@ class CounterSettings:
     bucket_seconds: int = field(default=60, metadata={"help": "fine counter bucket (event time) for windows up to an hour"})
     windows: list[str] = field(default_factory=lambda: ["5m", "1h", "24h"], metadata={"help": "rolling windows kept in Redis; the longest bounds what is counted", "metavar": "WINDOW"})
     rank_size: int = field(default=1000, metadata={"help": "subjects kept per hour and label in the top-list ranking; bounds the cost of top reads"})
+    rates_min_per_label: int = field(default=50, metadata={"help": "rated reviews per star-derived label a model version needs before its shares are corrected with the stream's own rates instead of the checkpoint's"})
 
 
 @dataclass
@@ -54,8 +55,8 @@ class AlertSettings(AlertWindowSettings):
     alerts: bool = field(default=True, metadata={"help": "run the negative-spike detector on each batch's subjects"})
     alert_min_count: int = field(default=20, metadata={"help": "events needed in the short window before an alert can fire"})
     alert_min_increase: float = field(default=0.15, metadata={"help": "smallest rise of the negative share (absolute) that fires"})
-    alert_z: float = field(default=2.326, metadata={"help": "z threshold of the one-sided test (2.326 = 1%% false alarms per test)"})
-    alert_min_baseline: int = field(default=50, metadata={"help": "baseline events needed; fewer and --alert-prior-share is the reference"})
+    alert_false_alarm_days: float = field(default=1000.0, metadata={"help": "target mean time between false alarms per subject, in days; sets the test's threshold (1000 with a 5m window: z >= 4.50)"})
+    alert_min_baseline: int = field(default=50, metadata={"help": "baseline events of a model version needed to compare with it; a subject with fewer in every version is compared with --alert-prior-share"})
     alert_prior_share: float = field(default=0.25, metadata={"help": "negative share assumed for queries without a baseline"})
     alert_eval_interval_s: float = field(default=10.0, metadata={"help": "re-evaluate every recently touched or firing subject this often, with or without new events"})
     alert_webhook: str = field(default="", metadata={"help": "also POST each alert as JSON to this URL (best effort, off the loop)"})

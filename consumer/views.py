@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from model_runtime.stats.rates import Rates
+from model_runtime.stats.shares import estimate_negative_share
 from schemas import normalize_query
-from schemas.shares import estimate_negative_share
 from schemas.timestamps import parse_duration
 
 from .alerts.state import AlertStore
 from .state.counters import CounterStore, WindowStats
+from .state.rates import RateStore
 
 LABELS = ("negative", "neutral", "positive")
 SUBJECT_FIELDS = {"query": "query", "product": "product_id"}  # subject kind -> its field in responses
@@ -37,33 +39,35 @@ def window_seconds(store: CounterStore, window: str) -> int:
     return seconds
 
 
-def _summary(stats: WindowStats, estimation: dict | None) -> dict[str, Any]:
-    """Counts, and the negative share from the best estimator (not the raw argmax share) with its interval."""
-    full = {label: stats.counts.get(label, 0) for label in LABELS} | dict(stats.counts)
+def _summary(stats: WindowStats, rates: dict[str, Rates | None]) -> dict[str, Any]:
+    """Counts, and the negative share from the best estimator (not the raw argmax share) with its interval;
+    per model version, which rates corrected it and on how many rated examples."""
+    counts = stats.counts
+    full = {label: counts.get(label, 0) for label in LABELS} | dict(counts)
     total = sum(full.values())
-    estimate = estimate_negative_share(stats.counts, stats.prob_sums, estimation)
+    estimate = estimate_negative_share(stats.tallies, rates)
     return {"counts": full, "total": total, **estimate.as_dict(),
             "counted_negative_share": round(full["negative"] / total, 4) if total else None}
 
 
-def query_sentiment(store: CounterStore, query: str, window: str) -> dict[str, Any]:
+def query_sentiment(store: CounterStore, rates: RateStore, query: str, window: str) -> dict[str, Any]:
     seconds = window_seconds(store, window)
     name = normalize_query(query)
     if not name:
         raise BadRequest("query is empty")
     stats = store.window_stats_many([("query", name, seconds)], int(time.time() * 1000))[0]
-    return {"query": query, "query_norm": name, "window": window, **_summary(stats, store.estimation())}
+    return {"query": query, "query_norm": name, "window": window, **_summary(stats, rates.read(stats.tallies))}
 
 
-def product_sentiment(store: CounterStore, product_id: str, window: str) -> dict[str, Any]:
+def product_sentiment(store: CounterStore, rates: RateStore, product_id: str, window: str) -> dict[str, Any]:
     seconds = window_seconds(store, window)
     if not product_id.strip():
         raise BadRequest("product_id is empty")
     stats = store.window_stats_many([("product", product_id, seconds)], int(time.time() * 1000))[0]
-    return {"product_id": product_id, "window": window, **_summary(stats, store.estimation())}
+    return {"product_id": product_id, "window": window, **_summary(stats, rates.read(stats.tallies))}
 
 
-def top(store: CounterStore, *, label: str = "negative", window: str = "1h", min_count: int = 10, limit: int = 10,
+def top(store: CounterStore, rates: RateStore, *, label: str = "negative", window: str = "1h", min_count: int = 10, limit: int = 10,
         kind: str = "query") -> dict[str, Any]:
     """Subjects ranked by the share of `label` in the window, among those with >= min_count events."""
     if label not in LABELS:
@@ -77,16 +81,17 @@ def top(store: CounterStore, *, label: str = "negative", window: str = "1h", min
     # the label), then exact counts for those only: the read costs O(limit), not O(subjects).
     candidates = min(store.layout.rank_size, max(100, 10 * limit))
     names = sorted(store.ranked_subjects(kind, label, seconds, now, candidates))
-    estimation = store.estimation()
+    windows = store.window_stats_many([(kind, n, seconds) for n in names], now)
+    versions = rates.read(model for stats in windows for model in stats.tallies)
     rows = []
-    for name, stats in zip(names, store.window_stats_many([(kind, n, seconds) for n in names], now)):
+    for name, stats in zip(names, windows):
         counts = stats.counts
         total = sum(counts.values())
         if total < min_count:
             continue
         row = {field: name, "count": counts.get(label, 0), "total": total, "counted_share": round(counts.get(label, 0) / total, 4)}
         if label == "negative":  # the estimated share, as everywhere the negative share is reported
-            estimate = estimate_negative_share(counts, stats.prob_sums, estimation)
+            estimate = estimate_negative_share(stats.tallies, versions)
             row |= {"share": round(estimate.share, 4), "interval_95": estimate.as_dict()["interval_95"], "estimator": estimate.estimator}
         else:
             row |= {"share": row["counted_share"], "estimator": "cc"}
@@ -101,7 +106,7 @@ def alerts(store: AlertStore, state: str | None) -> dict[str, Any]:
     return {"state": state, "alerts": store.read(state)}
 
 
-def series(store: CounterStore, alert_store: AlertStore, *, kind: str, name: str, window: str, alert_window_s: int,
+def series(store: CounterStore, rates: RateStore, alert_store: AlertStore, *, kind: str, name: str, window: str, alert_window_s: int,
            baseline_s: int) -> dict[str, Any]:
     """One subject's estimated negative share per bucket over the window, with what its alerts compare
     against (the baseline share: `baseline_s` before now, excluding the alert window) and its firing periods."""
@@ -111,15 +116,15 @@ def series(store: CounterStore, alert_store: AlertStore, *, kind: str, name: str
     if not subject.strip():
         raise BadRequest(f"{field} is empty")
     now = int(time.time() * 1000)
-    estimation = store.estimation()
     size, buckets = store.bucket_series(kind, subject, seconds, now)
+    longer, short = store.window_stats_many([(kind, subject, baseline_s + alert_window_s), (kind, subject, alert_window_s)], now)
+    versions = rates.read(longer.tallies)
     points = []
     for start, stats in buckets:
-        summary = _summary(stats, estimation)
+        summary = _summary(stats, versions)
         points.append({"t": start, "total": summary["total"], "negative": summary["counts"]["negative"],
                        "negative_share": summary["negative_share"], "interval_95": summary["interval_95"]})
-    longer, short = store.window_stats_many([(kind, subject, baseline_s + alert_window_s), (kind, subject, alert_window_s)], now)
-    baseline = _summary(longer.minus(short), estimation)
+    baseline = _summary(longer.minus(short), versions)
     since_s = now // 1000 - seconds
     periods = [{"from": fired // 1000, "to": None if resolved is None else resolved // 1000}
                for fired, resolved in alert_store.periods((kind, subject)) if resolved is None or resolved // 1000 >= since_s]

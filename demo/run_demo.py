@@ -31,9 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 from consumer.redis_client import connect  # noqa: E402
 from consumer.state.counters import CounterLayout, CounterStore  # noqa: E402
+from consumer.state.rates import RateStore  # noqa: E402
 from demo_consumer import consumer_on_demo_topics  # noqa: E402
 from demo_dashboard import free_port, serving_dashboard  # noqa: E402
-from schemas.shares import estimate_negative_share  # noqa: E402
+from model_runtime.stats.shares import estimate_negative_share  # noqa: E402
 from schemas import normalize_query  # noqa: E402
 from trainer.corpora import read_builtin  # noqa: E402
 
@@ -182,6 +183,7 @@ def _stream(args, topics, prefix, pools, proc) -> int:
           f"at {args.rate:.0f}/s; '{SPIKE_QUERY}' turns negative in the middle third", flush=True)
 
     store = CounterStore(connect(args.redis_url), CounterLayout(prefix))
+    rates = RateStore(store)
     start = time.monotonic()
     produced = 0
     next_view = start + 3
@@ -196,7 +198,7 @@ def _stream(args, topics, prefix, pools, proc) -> int:
             produced += 1
         producer.poll(0)
         if time.monotonic() >= next_view:
-            _print_view(store, produced, outputs["n"] - args.history, alerts, agreement)
+            _print_view(store, rates, produced, outputs["n"] - args.history, alerts, agreement)
             next_view += 3
         if time.monotonic() - start > 600:
             print("demo timed out waiting for the consumer", flush=True)
@@ -204,7 +206,7 @@ def _stream(args, topics, prefix, pools, proc) -> int:
         time.sleep(0.05)
     producer.flush(10)
     time.sleep(3)  # a last spike check may still be on its way
-    _print_view(store, produced, outputs["n"] - args.history, alerts, agreement)
+    _print_view(store, rates, produced, outputs["n"] - args.history, alerts, agreement)
     print("\nalerts on the alerts topic:")
     for alert in alerts:
         print(f"  {alert['state']:<9} {alert['subject']} {alert['query'] or alert['product_id']!r}: negative share "
@@ -225,14 +227,14 @@ def _cell(text: str, width: int) -> str:
     return text + " " * max(0, width - shown)
 
 
-def _print_view(store: CounterStore, produced: int, labelled: int, alerts: list[dict], agreement: dict[str, list[int]]) -> None:
+def _print_view(store: CounterStore, rates: RateStore, produced: int, labelled: int, alerts: list[dict], agreement: dict[str, list[int]]) -> None:
     now = int(time.time() * 1000)
-    estimation = store.estimation()
     rows = []
     stats = store.window_stats_many([("query", normalize_query(query), 300) for query, _ in QUERIES], now)
+    versions = rates.read(model for window in stats for model in window.tallies)
     for (query, _), window in zip(QUERIES, stats):
         counts = window.counts
-        estimate = estimate_negative_share(counts, window.prob_sums, estimation)
+        estimate = estimate_negative_share(window.tallies, versions)
         rows.append((query, sum(counts.values()), counts.get("negative", 0), counts.get("neutral", 0), counts.get("positive", 0),
                      estimate.share or 0.0, estimate))
     print(f"\n[{time.strftime('%H:%M:%S')}] live events produced {produced}, labelled {max(0, labelled)} -- last 5 minutes per query (Redis)")

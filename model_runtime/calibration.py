@@ -1,4 +1,4 @@
-"""Calibration of class probabilities, and what a share estimator needs from validation.
+"""Calibration of class probabilities.
 
 Temperature scaling (Guo et al. 2017): one scalar T > 0 divides the logits before the
 softmax. It is applied to probabilities here (softmax(log p / T) equals softmax(z / T)
@@ -9,7 +9,7 @@ log-likelihood; T = 1 for manifests written before calibration existed.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -37,17 +37,3 @@ def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
 
 def temperature_of(manifest: Mapping[str, Any]) -> float:
     return float(manifest.get("calibration", {}).get("temperature", 1.0))
-
-
-def share_parameters(probs: np.ndarray, y: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """Mean calibrated probability of each label per true label (rows: true label), from validation.
-
-    Probabilistic adjusted classify-and-count (Bella et al. 2010) inverts these rates to
-    correct the mean probability observed in a stream.
-    """
-    rows, support = [], []
-    for i in range(len(labels)):
-        mask = y == i
-        support.append(int(mask.sum()))
-        rows.append([round(float(v), 6) for v in (probs[mask].mean(axis=0) if mask.any() else np.eye(len(labels))[i])])
-    return {"labels": list(labels), "mean_probs": rows, "support": support}

@@ -22,6 +22,8 @@ import orjson
 
 from schemas import normalize_query
 
+from model_runtime.stats.rates import RatingCutoffs
+
 from .corpora import read_builtin
 from .errors import TrainerError
 
@@ -32,21 +34,11 @@ _LABEL_ALIASES = {"negative": "negative", "neg": "negative", "0": "negative",
                   "positive": "positive", "pos": "positive", "1": "positive"}
 
 
-@dataclass(frozen=True)
-class RatingCutoffs:
-    """Stars to labels: <= negative_max is negative, >= positive_min is positive, else neutral."""
-
-    negative_max: int = 2
-    positive_min: int = 4
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.negative_max < self.positive_min <= 5:
-            raise TrainerError(f"rating cut-offs must satisfy 1 <= negative_max < positive_min <= 5, got {self.negative_max}, {self.positive_min}")
-
-    def label(self, rating: int) -> str:
-        if rating <= self.negative_max:
-            return "negative"
-        return "positive" if rating >= self.positive_min else "neutral"
+def rating_cutoffs(negative_max: int, positive_min: int) -> RatingCutoffs:
+    try:
+        return RatingCutoffs(negative_max, positive_min)
+    except ValueError as exc:
+        raise TrainerError(str(exc)) from None
 
 
 class SourceRow(NamedTuple):

@@ -11,7 +11,7 @@ from model_runtime.calibration import apply_temperature, temperature_of
 from model_runtime.inference import encode
 from model_runtime.runners import open_runner
 
-from .data import RatingCutoffs, cap_per_source, load_examples, split_examples
+from .data import cap_per_source, load_examples, rating_cutoffs, split_examples
 from .errors import TrainerError
 from .evaluate import score, write_report
 
@@ -24,7 +24,7 @@ PROGRESS_STEP = 1024  # texts per progress update
 
 def _examples(args: "EvaluateArguments", manifest: dict[str, Any]):
     """Rows to score. builtin:NAME defaults to its test split under the checkpoint's split settings."""
-    cutoffs = RatingCutoffs(args.negative_max_rating, args.positive_min_rating)
+    cutoffs = rating_cutoffs(args.negative_max_rating, args.positive_min_rating)
     rows = []
     hyper = manifest["hyperparameters"]
     for spec in args.data:

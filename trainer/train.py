@@ -15,22 +15,23 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
-from model_runtime.calibration import apply_temperature, share_parameters
+from model_runtime.calibration import apply_temperature
 from model_runtime.inference import predict_probs
 from model_runtime.loading import pick_device
 from model_runtime.onnx_export import export_onnx
 from model_runtime.runners import half_dtype
+from model_runtime.stats.rates import measure_rates
 from schemas.checkpoint import FORMAT_VERSION, MANIFEST_FILE, CheckpointError, read_manifest
 from schemas.kafka_connection import KafkaConnection
 
 from .calibrate import calibrate
 from .compare import compare, scores_by_source
 from .config import DataArguments, ModelArguments, TrainingArguments, recipe
-from .data import LABEL_NAMES, RatingCutoffs, cap_per_source, fingerprint, load_examples, split_examples
+from .data import LABEL_NAMES, cap_per_source, rating_cutoffs, fingerprint, load_examples, split_examples
 from .errors import TrainerError
 from .metrics import macro_f1
 from .publish import LATEST, ensure_writable, publish
-from .stream import read_reviews, split_kafka_sources
+from .stream import KAFKA_PREFIX, read_reviews, split_kafka_sources
 from .thresholds import tune_decision_rule
 
 log = logging.getLogger("trainer")
@@ -89,7 +90,7 @@ def prepare_data(data: DataArguments, kafka: KafkaConnection):
     """Splits, the cleaning report, and what was read from Kafka (None without kafka: sources)."""
     if not data.data:
         raise TrainerError("no training data: pass --data PATH, --data builtin:NAME or --data kafka:TOPIC")
-    cutoffs = RatingCutoffs(data.negative_max_rating, data.positive_min_rating)
+    cutoffs = rating_cutoffs(data.negative_max_rating, data.positive_min_rating)
     topics, specs = split_kafka_sources(data.data)
     stream_rows, stream = [], None
     if topics:
@@ -101,6 +102,16 @@ def prepare_data(data: DataArguments, kafka: KafkaConnection):
     for name in ("validation", "test"):
         splits[name] = cap_per_source(splits[name], data.max_eval_examples, data.split_seed)
     return splits, report, stream
+
+
+def _stream_rates(test: list, test_probs: np.ndarray, labels: list[str]) -> dict:
+    """The rates of the test split's reviews read from Kafka: the shop's own domain, which the
+    validation split's rates do not transfer to (model_runtime/stats/rates.py)."""
+    mask = np.array([e.source.startswith(KAFKA_PREFIX) for e in test], dtype=bool)
+    if not mask.any():
+        return {}
+    y = np.array([labels.index(e.label) for e in test])[mask]
+    return {"stream_rates": measure_rates(test_probs[mask], y, labels, "checkpoint_stream").as_dict()}
 
 
 def _recipe_hash(hyperparameters: dict, fingerprints: dict[str, str]) -> str:
@@ -266,7 +277,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         "max_length": model_args.max_length,
         "decision": decision,
         "calibration": calibration,
-        "share_estimation": share_parameters(val_probs, val_true, labels),
+        "share_estimation": measure_rates(val_probs, val_true, labels, "validation").as_dict(),
+        **_stream_rates(test, test_probs, labels),
         "metrics": metrics,
         "data": {
             "sources": list(data_args.data),

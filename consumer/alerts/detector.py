@@ -17,29 +17,29 @@ from typing import Any, Iterable
 
 import orjson
 
+from model_runtime.stats.shares import estimate_negative_share
+from model_runtime.stats.spikes import SpikeRule, Verdict, dispersion, evaluate, recovered
 from schemas import format_timestamp
 
-from schemas.shares import ShareEstimate, estimate_negative_share
-
-from ..state.counters import CounterStore, WindowStats
-from .rule import SpikeRule, Verdict, evaluate, recovered
+from ..state.counters import COARSE_SECONDS, CounterStore, WindowStats
+from ..state.rates import RateStore
 from .state import AlertStore, Subject
 
 log = logging.getLogger("consumer.alerts")
 
 
 class SpikeDetector:
-    def __init__(self, store: CounterStore, alerts: AlertStore, rule: SpikeRule, window_s: int, window_name: str,
-                 baseline_s: int, cooldown_s: int, baseline_refresh_s: float = 60.0, estimation: dict | None = None) -> None:
+    def __init__(self, store: CounterStore, alerts: AlertStore, rates: RateStore, rule: SpikeRule, window_name: str,
+                 baseline_s: int, cooldown_s: int, baseline_refresh_s: float = 60.0) -> None:
         self.store = store
-        self.estimation = estimation  # the labelling model's validation rates: shares are pacc estimates
+        self.rates = rates  # each model version's rates (state/rates.py)
         self.alerts = alerts
         self.rule = rule
-        self.window_s, self.window_name, self.baseline_s = window_s, window_name, baseline_s
+        self.window_s, self.window_name, self.baseline_s = rule.window_s, window_name, baseline_s
         self.cooldown_s = cooldown_s
         # The baseline moves slowly: re-read it once a minute, not per evaluation.
         self.baseline_refresh_s = baseline_refresh_s
-        self._baselines: dict[Subject, tuple[float, WindowStats]] = {}
+        self._baselines: dict[Subject, tuple[float, WindowStats, dict[str, float]]] = {}  # (read at, stats, dispersion per version)
         self.firing: set[Subject] = set()  # firing after the last check, as this process saw it
 
     def check(self, subjects: Iterable[Subject], now_ms: int | None = None) -> list[dict[str, Any]]:
@@ -60,38 +60,44 @@ class SpikeDetector:
             self._baselines = {s: b for s, b in self._baselines.items() if clock - b[0] < 3600}
         states = self.alerts.states(due)
         shorts = dict(zip(due, self.store.window_stats_many([(kind, name, self.window_s) for kind, name in due], now_ms)))
-        estimates = {s: self._estimate(shorts[s]) for s in due}
+        rates = self.rates.read(model for stats in shorts.values() for model in stats.tallies)
+        estimates = {s: estimate_negative_share(shorts[s].tallies, rates) for s in due}
         rule = self.rule
         candidates = [s for s in due if states[s].get("state") == "firing"
                       or (estimates[s].count >= rule.min_count and (estimates[s].share or 0.0) >= rule.min_increase)]
         self._refresh_baselines(candidates, shorts, now_ms, clock)
+        rates = self.rates.read(model for s in candidates for model in self._baselines[s][1].tallies) | rates
         self.firing.difference_update(due)
         self.firing.update(s for s in due if states[s].get("state") == "firing")
         events = []
         for subject in candidates:
-            _, baseline = self._baselines[subject]
+            _, baseline, dispersions = self._baselines[subject]
             state = states[subject]
-            verdict = evaluate(rule, estimates[subject], self._estimate(baseline))
+            verdict = evaluate(rule, shorts[subject].tallies, baseline.tallies, rates, dispersions)
             if state.get("state") != "firing" and verdict.firing:
                 events.extend(self._fire(subject, verdict, now_ms))
             elif state.get("state") == "firing" and recovered(rule, verdict):
                 events.extend(self._resolve(subject, verdict, now_ms, state))
         return events
 
-    def _estimate(self, stats: WindowStats) -> ShareEstimate:
-        return estimate_negative_share(stats.counts, stats.prob_sums, self.estimation)
-
     def _refresh_baselines(self, subjects: list[Subject], shorts: dict[Subject, WindowStats], now_ms: int, clock: float) -> None:
         def expired(subject) -> bool:
-            fetched, baseline = self._baselines.get(subject, (-math.inf, None))
+            fetched, baseline, _ = self._baselines.get(subject, (-math.inf, None, None))
             total = sum(baseline.counts.values()) if baseline else 0
             ttl = self.baseline_refresh_s if total >= self.rule.min_baseline else self.baseline_refresh_s / 6
             return clock - fetched >= ttl
 
         stale = [s for s in subjects if expired(s)]
-        longer = self.store.window_stats_many([(kind, name, self.baseline_s + self.window_s) for kind, name in stale], now_ms)
-        for subject, stats in zip(stale, longer):
-            self._baselines[subject] = (clock, stats.minus(shorts[subject]))
+        series = self.store.bucket_series_many([(kind, name, self.baseline_s + self.window_s) for kind, name in stale], now_ms)
+        # Over-dispersion from the hours wholly before the short window: a spike must not widen its own test.
+        before_s = now_ms // 1000 - self.window_s
+        for subject, (_, buckets) in zip(stale, series):
+            longer = WindowStats()
+            for _, bucket in buckets:
+                longer.add(bucket)
+            settled = [bucket for start, bucket in buckets if start + COARSE_SECONDS <= before_s]
+            dispersions = {model: dispersion([b.tallies[model] for b in settled if model in b.tallies]) for model in longer.tallies}
+            self._baselines[subject] = (clock, longer.minus(shorts[subject]), dispersions)
 
     def _event(self, subject: Subject, verdict: Verdict, alert_id: str, state: str, fired_ms: int,
                resolved_ms: int | None) -> dict[str, Any]:
@@ -104,6 +110,7 @@ class SpikeDetector:
             "reference_share": round(verdict.reference_share, 4), "count": verdict.count,
             "baseline_count": verdict.baseline_count,
             "statistic": round(verdict.statistic, 3) if math.isfinite(verdict.statistic) else 99.0,
+            "z_threshold": round(self.rule.z_threshold, 3), "dispersion": round(verdict.dispersion, 3),
             "test": "two_sample_z" if verdict.baseline_share is not None else "one_sample_z_vs_prior",
             "estimator": verdict.estimator,
             "fired_at": format_timestamp(fired_ms), "resolved_at": format_timestamp(resolved_ms) if resolved_ms else None,

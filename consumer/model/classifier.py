@@ -16,6 +16,7 @@ import numpy as np
 from model_runtime.calibration import apply_temperature, temperature_of
 from model_runtime.decision import decide
 from model_runtime.runners import DEFAULT_ONNX_CACHE_DIR, open_runner
+from model_runtime.stats.rates import Rates
 from schemas import normalize_query
 
 from .cache import InferenceCache
@@ -33,6 +34,14 @@ class Verdicts:
     forwarded: int  # texts that went through the model
 
 
+MANIFEST_RATES = {"checkpoint_stream": "stream_rates", "validation": "share_estimation"}  # source -> manifest field
+
+
+def checkpoint_rates(manifest: dict) -> dict[str, Rates]:
+    """The rates a checkpoint carries, by source: its stream test split's (kafka: data) and its validation split's."""
+    return {source: Rates.from_dict(manifest[key], source) for source, key in MANIFEST_RATES.items() if manifest.get(key)}
+
+
 class SentimentClassifier:
     def __init__(self, checkpoint: str, device: str = "auto", threads: int = 0, cache_size: int = 50_000,
                  inference_batch_size: int = 0, quantize: str = "none", backend: str = "auto",
@@ -48,7 +57,7 @@ class SentimentClassifier:
         self.max_length = self.runner.max_length
         self.rule = self.manifest["decision"]
         self.temperature = temperature_of(self.manifest)  # 1.0 for manifests without calibration
-        self.share_parameters = self.manifest.get("share_estimation")
+        self.rates = checkpoint_rates(self.manifest)
         self.device = self.runner.device
         self.cache = InferenceCache(cache_size, self.version)
 

@@ -14,7 +14,8 @@ import time
 import redis
 
 from ..observability import Metrics
-from ..state.counters import CounterStore, Increment
+from ..state.counters import CounterStore, Increment, RatedExample
+from ..state.rates import RateStore
 from ..state.routing import TOPOLOGY, TRANSIENT, NotReplicated
 from .flow import Waiter
 
@@ -34,31 +35,31 @@ def _reason(exc: Exception) -> str:
 
 
 class CountStep:
-    def __init__(self, store: CounterStore, metrics: Metrics, estimation: dict | None = None, model_version: str = "",
-                 refresh_s: float = 600.0) -> None:
+    def __init__(self, store: CounterStore, rates: RateStore, metrics: Metrics, refresh_s: float = 600.0) -> None:
         self.store = store
+        self.rates = rates
         self.metrics = metrics
-        self.estimation = estimation
-        self.model_version = model_version
         self.refresh_s = refresh_s
+        self._serving: dict[str, tuple[list[str], dict]] = {}  # model key -> (labels, checkpoint rates by source)
         self._published_at = float("-inf")
 
-    def use_estimation(self, estimation: dict | None, model_version: str) -> None:
-        """A new model took over: publish its rates with the next counter write."""
-        self.estimation, self.model_version = estimation, model_version
+    def serve(self, models: dict[str, tuple[list[str], dict]]) -> None:
+        """The versions now labelling events (a swap changed them): publish their checkpoint rates with the
+        next counter write. Each version's rates live under its own key; nobody else's are touched."""
+        self._serving = dict(models)
         self._published_at = float("-inf")
 
-    def run(self, increments: list[Increment], waiter: Waiter) -> None:
-        if not increments:
+    def run(self, increments: list[Increment], rated: list[RatedExample], waiter: Waiter) -> None:
+        if not increments and not rated:
             return
         delay = 0.1
         while True:
             waiter.check()
             try:
-                self.store.apply(increments, int(time.time() * 1000))
+                self.store.apply(increments, int(time.time() * 1000), rated)
                 if time.monotonic() - self._published_at >= self.refresh_s:
-                    # The read side corrects shares with the labelling model's validation rates.
-                    self.store.publish_estimation(self.estimation, self.model_version)
+                    for model, (labels, checkpoint) in self._serving.items():
+                        self.rates.publish_checkpoint(model, labels, checkpoint)
                     self._published_at = time.monotonic()
                 waiter.recovered("redis")
                 return

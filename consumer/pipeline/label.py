@@ -20,13 +20,16 @@ from schemas import ErrorCode, labelled_event
 from ..kafka.output import Outgoing
 from ..model.language import route_of
 from ..observability import Metrics
-from ..state.counters import MICRO, CounterLayout, Increment
+from model_runtime.stats.rates import RatingCutoffs
+
+from ..state.counters import MICRO, CounterLayout, Increment, RatedExample, model_key
 from .records import DecodedBatch, LabelledBatch, Record
 from .validate import dead_letter
 
 log = logging.getLogger("consumer.label")
 # A text any working model can label: when it fails too, the failure is not the events'.
 PROBE_TEXT = "good product"
+RATINGS = RatingCutoffs()  # stars to labels, as the trainer maps them by default
 
 
 class ModelUnavailable(Exception):
@@ -65,7 +68,7 @@ class Labeller:
         by_route: dict[str, list[int]] = {}
         for i, (_, event) in enumerate(decoded.valid):
             by_route.setdefault(self.route(event), []).append(i)
-        verdicts: dict[int, tuple] = {}  # position -> (classifier, label, probs row, failure)
+        verdicts: dict[int, tuple] = {}  # position -> (classifier, model key, label, probs row, failure)
         started = time.perf_counter()
         for route, positions in by_route.items():
             classifier = self.models[route]
@@ -74,11 +77,11 @@ class Labeller:
             self.metrics.events_routed.labels(route).inc(len(positions))
             self.observe(route, texts, labels)
             for j, i in enumerate(positions):
-                verdicts[i] = (classifier, labels[j], probs[j], failures.get(j))
+                verdicts[i] = (classifier, model_key(route, classifier.version), labels[j], probs[j], failures.get(j))
         self.metrics.inference_seconds.observe(time.perf_counter() - started)
         done_ms = int(time.time() * 1000)
         for i, (source, event) in enumerate(decoded.valid):
-            classifier, label, row, failure = verdicts[i]
+            classifier, model, label, row, failure = verdicts[i]
             if failure is not None:
                 self.metrics.dead_lettered.labels(ErrorCode.INFERENCE_FAILED.value).inc()
                 batch.records.append(Record(source, dead_letter(source, ErrorCode.INFERENCE_FAILED, failure, done_ms, self.dlq_topic)))
@@ -96,10 +99,14 @@ class Labeller:
                 self._not_counted(reason, event)
                 continue
             micro = tuple((name, int(round(float(p) * MICRO))) for name, p in zip(classifier.labels, row))
-            where = (source.topic, source.partition, source.offset, event.ts_ms, label, micro)
+            where = (source.topic, source.partition, source.offset, event.ts_ms, label, micro, model)
             if event.query_norm:
                 record.increments.append(Increment("query", event.query_norm, *where))
             record.increments.append(Increment("product", event.product_id, *where))
+            rating = event.data.get("rating")
+            if rating is not None and (true := RATINGS.label(int(rating))) in classifier.labels:
+                # A rated review is a weakly labelled example of the shop's own domain: its version's rates.
+                record.rated.append(RatedExample(model, source.topic, source.partition, source.offset, true, micro))
         return batch
 
     def _not_counted(self, reason: str, event) -> None:

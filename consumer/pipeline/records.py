@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from schemas import ValidEvent
 
 from ..kafka.output import Outgoing
-from ..state.counters import Increment
+from ..state.counters import Increment, RatedExample
 
 TopicPartition = tuple[str, int]
 
@@ -64,6 +64,7 @@ class Record:
     source: Source
     outgoing: Outgoing
     increments: list[Increment] = field(default_factory=list)
+    rated: list[RatedExample] = field(default_factory=list)  # a review with stars: its version's rates
 
 
 @dataclass
@@ -77,3 +78,7 @@ class LabelledBatch:
     @property
     def increments(self) -> list[Increment]:
         return [inc for record in self.records for inc in record.increments]
+
+    @property
+    def rated(self) -> list[RatedExample]:
+        return [example for record in self.records for example in record.rated]

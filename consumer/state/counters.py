@@ -1,21 +1,31 @@
-"""Exact rolling sentiment counters in Redis, per normalized query and per product.
+"""Exact rolling sentiment counters in Redis, per normalized query and per product, per model version.
 
 Key layout (P = --redis-prefix, T = hash tag of one subject, so every key of a
 subject lives in one Redis Cluster slot):
 
     P:{q:<h>}:f             fence hash: "<topic>|<partition>" -> highest applied offset; "name" -> the query
-    P:{q:<h>}:m:<minute>    fine bucket hash: label -> count (event-time minute)
-    P:{q:<h>}:h:<hour>      coarse bucket hash: label -> count (event-time hour)
+    P:{q:<h>}:m:<minute>    fine bucket hash (event-time minute), per model version M ("<route>:<version>"):
+                              "M|<label>"       events the decision rule gave that label
+                              "M|p:<label>"     sum of calibrated P(label), micro-units
+                              "M|s:negative"    sum of P(negative)², micro-units (the per-event variance)
+    P:{q:<h>}:h:<hour>      coarse bucket hash, the same fields (event-time hour)
     (the same with {p:<h>} for products)
     P:rank:q:<label>:<hour> sorted set: query -> events with that label in that hour, trimmed to
                             the --rank-size highest (products: P:rank:p:...), for top lists
+    P:{r:<h>}:f, P:{r:<h>}:s  one model version's stream rates (<h> hashes the version): fence, and
+                            sums per star-derived true label T: "T|n", "T|p:<label>", "T|s:negative"
+
+Counts and sums are kept per model version because they are only comparable within
+one: a window that spans a swap is estimated per version, each with its own rates
+(model_runtime/stats). Fields without "M|" were written before versions were kept.
 
 <h> is a hash of the normalized query / product id, so any Unicode text (braces
 included) makes a safe, bounded key. A batch's increments for one subject and its
 fence are applied by one Lua script, which skips events at or below the fence: a
-replayed range is never counted twice. All subjects of a batch go in one
-pipelined round trip per Redis master (routing.py), optionally followed by WAIT.
-Every key expires: nothing this module writes lives forever.
+replayed range is never counted twice. The rated reviews of a batch go through the
+same script into their version's rate sums, behind a fence of their own. All of a
+batch's scripts go in one pipelined round trip per Redis master (routing.py),
+optionally followed by WAIT. Every key expires: nothing this module writes lives forever.
 
 The rankings are maintained from what the scripts report as newly applied, so a
 replayed range does not inflate them; a crash between the two round trips can lose
@@ -27,29 +37,33 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
-import orjson
 import redis
 
+from model_runtime.stats.rates import NEGATIVE
+from model_runtime.stats.shares import Tally
+
 from .routing import Replication, ScriptRunner
+
 SUBJECT_KINDS = {"query": "q", "product": "p"}
 COARSE_SECONDS = 3600
-PROB_PREFIX = "p:"  # bucket field of a label's probability sum, in micro-units
+RATES_TTL_S = 30 * 86400  # stream rates outlive any window: a version keeps its rates while it serves
 MICRO = 1_000_000
+SQUARES_FIELD = f"s:{NEGATIVE}"
 
 _APPLY = """
 -- KEYS[1]: fence hash; KEYS[2..]: bucket hashes
--- ARGV[1]: subject name; ARGV[2]: fence ttl (s); ARGV[3]: P, the number of probability fields;
--- ARGV[4 .. 3+P]: their names ("p:<label>"); ARGV[4+P .. 3+P+K]: expire-at (epoch s) per bucket key;
--- then per event: "<topic>|<partition>", offset, label, bucket index, bucket index (1-based into
--- buckets, 0 = none), and P fixed-point probabilities (micro-units)
+-- ARGV[1]: subject name; ARGV[2]: fence ttl (s); ARGV[3]: F, the number of summed fields;
+-- ARGV[4 .. 3+F]: their names ("p:<label>", "s:negative"); ARGV[4+F .. 3+F+K]: expire-at (epoch s) per bucket key;
+-- then per event: "<topic>|<partition>", offset, field prefix (the model version, "<model>|"), label,
+-- fine bucket index, coarse bucket index (1-based into buckets, 0 = none), and F fixed-point values (micro-units)
 local fence = KEYS[1]
 local nbuckets = #KEYS - 1
-local nprobs = tonumber(ARGV[3])
-local first = 4 + nprobs + nbuckets
-local stride = 5 + nprobs
+local nsums = tonumber(ARGV[3])
+local first = 4 + nsums + nbuckets
+local stride = 6 + nsums
 local floor = {}
 local top = {}
 local touched = {}
@@ -63,32 +77,32 @@ for i = first, #ARGV, stride do
   end
   if offset > floor[tp] then
     applied = applied + 1
-    for j = 3, 4 do
+    local prefix = ARGV[i + 2]
+    for j = 4, 5 do
       local k = tonumber(ARGV[i + j])
       if k > 0 then
-        redis.call('HINCRBY', KEYS[k + 1], ARGV[i + 2], 1)
-        for p = 1, nprobs do
-          local micro = tonumber(ARGV[i + 4 + p])
-          if micro > 0 then redis.call('HINCRBY', KEYS[k + 1], ARGV[3 + p], micro) end
+        redis.call('HINCRBY', KEYS[k + 1], prefix .. ARGV[i + 3], 1)
+        for p = 1, nsums do
+          local micro = tonumber(ARGV[i + 5 + p])
+          if micro > 0 then redis.call('HINCRBY', KEYS[k + 1], prefix .. ARGV[3 + p], micro) end
         end
         touched[k] = true
       end
     end
     if top[tp] == nil or offset > top[tp] then top[tp] = offset end
-    local r = ARGV[i + 4] .. '|' .. ARGV[i + 2]
+    local r = ARGV[i + 5] .. '|' .. ARGV[i + 3]
     ranked[r] = (ranked[r] or 0) + 1
   end
 end
 for tp, offset in pairs(top) do redis.call('HSET', fence, tp, offset) end
 redis.call('HSET', fence, 'name', ARGV[1])
 redis.call('EXPIRE', fence, ARGV[2])
-for k, _ in pairs(touched) do redis.call('EXPIREAT', KEYS[k + 1], ARGV[3 + nprobs + k]) end
+for k, _ in pairs(touched) do redis.call('EXPIREAT', KEYS[k + 1], ARGV[3 + nsums + k]) end
 -- newly applied events per "<coarse bucket index>|<label>", for the rankings
 local out = {applied}
 for r, n in pairs(ranked) do out[#out + 1] = r; out[#out + 1] = n end
 return out
 """
-
 
 @dataclass(frozen=True)
 class Increment:
@@ -103,6 +117,42 @@ class Increment:
     label: str
     # Calibrated probability per label in micro-units (fixed point keeps the sums exact integers).
     probs: tuple[tuple[str, int], ...] = ()
+    model: str = ""  # the model version that labelled it ("<route>:<version>"); "" only in old tests' data
+
+
+@dataclass(frozen=True)
+class RatedExample:
+    """A review with a star rating: its star-derived label and the serving version's probabilities."""
+
+    model: str
+    topic: str
+    partition: int
+    offset: int
+    true_label: str
+    probs: tuple[tuple[str, int], ...]
+
+
+def model_key(route: str, version: str) -> str:
+    """The name counters and rates give a model version; "|" separates fields, so it never appears."""
+    return f"{route}:{version}".replace("|", "_")
+
+
+def _sum_values(probs: tuple[tuple[str, int], ...], fields: list[str]) -> list[int]:
+    """The summed fields' values of one event: P(label) per "p:<label>", P(negative)² for the squares."""
+    values = dict(probs)
+    out = []
+    for name in fields:
+        if name == SQUARES_FIELD:
+            p = values.get(NEGATIVE, 0) / MICRO
+            out.append(int(round(p * p * MICRO)))
+        else:
+            out.append(values.get(name[2:], 0))
+    return out
+
+
+def _sum_fields(items) -> list[str]:
+    labels = sorted({label for item in items for label, _ in item.probs})
+    return [f"p:{label}" for label in labels] + ([SQUARES_FIELD] if NEGATIVE in labels else [])
 
 
 @dataclass(frozen=True)
@@ -123,8 +173,19 @@ class CounterLayout:
         return max(fine) if fine else 0
 
     def tag(self, kind: str, name: str) -> str:
+        return self._tag(SUBJECT_KINDS[kind], name)
+
+    def _tag(self, kind: str, name: str) -> str:
         digest = hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=10).hexdigest()
-        return f"{self.prefix}:{{{SUBJECT_KINDS[kind]}:{digest}}}"
+        return f"{self.prefix}:{{{kind}:{digest}}}"
+
+    def rate_keys(self, model: str) -> tuple[str, str]:
+        """(fence, sums) of one model version's stream rates: one hash slot."""
+        tag = self._tag("r", model)
+        return f"{tag}:f", f"{tag}:s"
+
+    def checkpoint_rates_key(self, model: str) -> str:
+        return f"{self.prefix}:rates:{model}"
 
     def fence_key(self, kind: str, name: str) -> str:
         return f"{self.tag(kind, name)}:f"
@@ -164,8 +225,9 @@ class CounterStore:
         self._apply = client.register_script(_APPLY)
         self._scripts = ScriptRunner(client, replication)
 
-    def apply(self, increments: Iterable[Increment], now_ms: int) -> int:
-        """Apply increments in one pipelined round trip per master; returns how many events were newly counted.
+    def apply(self, increments: Iterable[Increment], now_ms: int, rated: Iterable[RatedExample] = ()) -> int:
+        """Apply increments (and rated reviews to their version's rate sums) in one pipelined round trip
+        per master; returns how many subject events were newly counted.
 
         Raises one of routing.TRANSIENT when Redis is unreachable, failing over or short of
         replicas: the caller retries the same increments, which the fences make safe.
@@ -174,9 +236,6 @@ class CounterStore:
         by_subject: dict[tuple[str, str], list[Increment]] = defaultdict(list)
         for inc in increments:
             by_subject[(inc.kind, inc.name)].append(inc)
-        if not by_subject:
-            return 0
-        fence_ttl = layout.longest + COARSE_SECONDS
         calls = []
         ranked_subjects: list[tuple[str, str, list[int]]] = []  # (kind, name, bucket start per bucket index)
         for (kind, name), items in by_subject.items():
@@ -195,20 +254,38 @@ class CounterStore:
                     expire_at.append(start + size + retention + size)
                 return buckets[key]
 
-            prob_fields = sorted({label for inc in items for label, _ in inc.probs})
+            fields = _sum_fields(items)
             args: list = []
             for inc in sorted(items, key=lambda i: (i.topic, i.partition, i.offset)):
                 fine = layout.fine_horizon and inc.ts_ms >= now_ms - (layout.fine_horizon + layout.bucket_seconds) * 1000
-                probs = dict(inc.probs)
-                args += [f"{inc.topic}|{inc.partition}", inc.offset, inc.label,
+                args += [f"{inc.topic}|{inc.partition}", inc.offset, f"{inc.model}|" if inc.model else "", inc.label,
                          bucket_index(False, inc.ts_ms) if fine else 0, bucket_index(True, inc.ts_ms),
-                         *(probs.get(label, 0) for label in prob_fields)]
+                         *_sum_values(inc.probs, fields)]
             ranked_subjects.append((kind, name, starts))
-            header = [name, fence_ttl, len(prob_fields), *(PROB_PREFIX + label for label in prob_fields)]
-            calls.append(([layout.fence_key(kind, name), *buckets], [*header, *expire_at, *args]))
-        replies = self._scripts.run(self._apply, calls)
+            calls.append(([layout.fence_key(kind, name), *buckets], [name, layout.longest + COARSE_SECONDS, len(fields),
+                                                                     *fields, *expire_at, *args]))
+        subject_calls = len(calls)
+        calls += self._rate_calls(rated, now_ms)
+        if not calls:
+            return 0
+        replies = self._scripts.run(self._apply, calls)[:subject_calls]
         self._rank(ranked_subjects, replies)
         return sum(reply[0] for reply in replies)
+
+    def _rate_calls(self, rated: Iterable[RatedExample], now_ms: int) -> list:
+        """One script call per model version: its rated reviews into "<true label>|..." sums, behind its own fence."""
+        by_model: dict[str, list[RatedExample]] = defaultdict(list)
+        for example in rated:
+            by_model[example.model].append(example)
+        calls = []
+        for model, items in by_model.items():
+            fields = _sum_fields(items)
+            args: list = []
+            for ex in sorted(items, key=lambda e: (e.topic, e.partition, e.offset)):
+                args += [f"{ex.topic}|{ex.partition}", ex.offset, f"{ex.true_label}|", "n", 0, 1, *_sum_values(ex.probs, fields)]
+            fence, sums = self.layout.rate_keys(model)
+            calls.append(([fence, sums], [model, RATES_TTL_S, len(fields), *fields, now_ms // 1000 + RATES_TTL_S, *args]))
+        return calls
 
     def _rank(self, subjects: list[tuple[str, str, list[int]]], replies: list[list]) -> None:
         """Add the newly applied events to the per-hour rankings, then trim each to rank_size."""
@@ -228,23 +305,6 @@ class CounterStore:
         if keys:
             pipe.execute()
 
-    def estimation_key(self) -> str:
-        return f"{self.layout.prefix}:estimation"
-
-    def publish_estimation(self, parameters: dict | None, model_version: str) -> None:
-        """What the read side needs to correct shares (the manifest's validation rates), for as long as
-        the counters it applies to live. None removes them: the read side then reports pcc, not another
-        model's correction."""
-        if not parameters:
-            self.client.delete(self.estimation_key())
-            return
-        payload = orjson.dumps({**parameters, "model_version": model_version})
-        self.client.set(self.estimation_key(), payload, ex=self.layout.longest + COARSE_SECONDS)
-
-    def estimation(self) -> dict | None:
-        raw = self.client.get(self.estimation_key())
-        return orjson.loads(raw) if raw else None
-
     def ranked_subjects(self, kind: str, label: str, window_s: int, now_ms: int, count: int) -> set[str]:
         """The subjects with the most events of `label` in each hour overlapping the window: at most
         count per hour, so a top list reads O(count) subjects however many are active."""
@@ -253,68 +313,85 @@ class CounterStore:
             pipe.zrevrange(self.layout.rank_key(kind, label, hour), 0, count - 1)
         return {member.decode() for members in pipe.execute() for member in members}
 
-    def window_counts(self, kind: str, name: str, window_s: int, now_ms: int) -> Counter:
-        """Counts per label over the window ending now, by summing buckets."""
-        return self.window_stats_many([(kind, name, window_s)], now_ms)[0].counts
-
     def window_stats_many(self, requests: list[tuple[str, str, int]], now_ms: int) -> list["WindowStats"]:
         """Counts and probability sums for several (kind, name, window_s) in one pipelined round trip.
 
         Windows up to the fine horizon use fine buckets (resolution --bucket-seconds);
         longer windows sum whole event-time hours, the current one included.
         """
-        if not requests:
-            return []
-        layout = self.layout
-        pipe = self.client.pipeline(transaction=False)
-        spans = []
-        for kind, name, window_s in requests:
-            coarse, _, starts = layout.buckets(window_s, now_ms)
-            for start in starts:
-                pipe.hgetall(layout.bucket_key(kind, name, coarse, start))
-            spans.append(len(starts))
-        buckets = iter(pipe.execute())
         out = []
-        for count in spans:
-            stats = WindowStats(Counter(), {})
-            for _ in range(count):
-                stats.add_bucket(next(buckets))
+        for _, buckets in self.bucket_series_many(requests, now_ms):
+            stats = WindowStats()
+            for _, bucket in buckets:
+                stats.add(bucket)
             out.append(stats)
         return out
 
     def bucket_series(self, kind: str, name: str, window_s: int, now_ms: int) -> tuple[int, list[tuple[int, "WindowStats"]]]:
         """(bucket seconds, [(bucket start s, stats)] oldest first): the buckets window_stats_many sums."""
-        coarse, size, starts = self.layout.buckets(window_s, now_ms)
-        starts.reverse()
+        return self.bucket_series_many([(kind, name, window_s)], now_ms)[0]
+
+    def bucket_series_many(self, requests: list[tuple[str, str, int]], now_ms: int) -> list[tuple[int, list[tuple[int, "WindowStats"]]]]:
+        """bucket_series for several (kind, name, window_s), in one pipelined round trip."""
+        if not requests:
+            return []
         pipe = self.client.pipeline(transaction=False)
-        for start in starts:
-            pipe.hgetall(self.layout.bucket_key(kind, name, coarse, start))
-        series = []
-        for start, raw in zip(starts, pipe.execute()):
-            stats = WindowStats(Counter(), {})
-            stats.add_bucket(raw)
-            series.append((start, stats))
-        return size, series
+        spans = []
+        for kind, name, window_s in requests:
+            coarse, size, starts = self.layout.buckets(window_s, now_ms)
+            starts.reverse()
+            for start in starts:
+                pipe.hgetall(self.layout.bucket_key(kind, name, coarse, start))
+            spans.append((size, starts))
+        replies = iter(pipe.execute())
+        out = []
+        for size, starts in spans:
+            series = []
+            for start in starts:
+                stats = WindowStats()
+                stats.add_bucket(next(replies))
+                series.append((start, stats))
+            out.append((size, series))
+        return out
 
 
 @dataclass
 class WindowStats:
-    """A window's argmax counts per label and sums of calibrated probability per label."""
+    """A window's tallies (argmax counts, probability sums, squares) per model version."""
 
-    counts: Counter
-    prob_sums: dict[str, float]
+    tallies: dict[str, Tally] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> Counter:
+        """Events per label, all versions together (what a person reads; shares come from the tallies)."""
+        out: Counter = Counter()
+        for tally in self.tallies.values():
+            out.update(tally.counts)
+        return out
+
+    @property
+    def prob_sums(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for tally in self.tallies.values():
+            for label, value in tally.prob_sums.items():
+                out[label] = out.get(label, 0.0) + value
+        return out
 
     def add_bucket(self, raw: dict[bytes, bytes]) -> None:
-        """Add one bucket hash as Redis returns it (label counts and "p:<label>" micro-unit sums)."""
-        for field, value in raw.items():
-            field = field.decode()
-            if field.startswith(PROB_PREFIX):
-                label = field[len(PROB_PREFIX):]
-                self.prob_sums[label] = self.prob_sums.get(label, 0.0) + int(value) / MICRO
+        """Add one bucket hash as Redis returns it ("<model>|<label>", "<model>|p:<label>", "<model>|s:negative")."""
+        for name, value in raw.items():
+            model, _, what = name.decode().rpartition("|")
+            tally = self.tallies.setdefault(model, Tally())
+            if what == SQUARES_FIELD:
+                tally.negative_squares += int(value) / MICRO
+            elif what.startswith("p:"):
+                tally.prob_sums[what[2:]] = tally.prob_sums.get(what[2:], 0.0) + int(value) / MICRO
             else:
-                self.counts[field] += int(value)
+                tally.counts[what] += int(value)
+
+    def add(self, other: "WindowStats") -> None:
+        for model, tally in other.tallies.items():
+            self.tallies.setdefault(model, Tally()).add(tally)
 
     def minus(self, other: "WindowStats") -> "WindowStats":
-        counts = Counter({k: max(0, v - other.counts.get(k, 0)) for k, v in self.counts.items()})
-        sums = {k: max(0.0, v - other.prob_sums.get(k, 0.0)) for k, v in self.prob_sums.items()}
-        return WindowStats(counts, sums)
+        return WindowStats({m: t.minus(other.tallies.get(m, Tally())) for m, t in self.tallies.items()})

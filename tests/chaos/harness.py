@@ -149,7 +149,7 @@ class ChaosStream:
         dead = {(s["partition"], s["offset"]) for s in sources}
         store = CounterStore(client, self.layout)
         now = int(time.time() * 1000)
-        exact = all(store.window_counts(kind, name, 86400, now) == counts for (kind, name), counts in expected_counts(by_id).items())
+        exact = all(store.window_stats_many([(kind, name, 86400)], now)[0].counts == counts for (kind, name), counts in expected_counts(by_id).items())
         transitions = AlertStore(client, self.layout, 3600).read()
         expected_alerts = sum(1 if a["state"] == "firing" else 2 for a in transitions)
         self.sent_alerts = [orjson.loads(m.value()) for m in read_topic(self.bootstrap, self.alerts_topic, expect=10**9, timeout=3)]

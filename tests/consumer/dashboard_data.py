@@ -14,11 +14,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from consumer.alerts.detector import SpikeDetector
-from consumer.alerts.rule import SpikeRule
 from consumer.alerts.state import AlertStore
 from consumer.state.counters import CounterStore, Increment
+from model_runtime.stats.spikes import SpikeRule
+
+from .harness import publish_validation_rates
 
 MINUTE = 60_000
+MODEL = "english:v-known-day"
 ESTIMATION = {"labels": ["negative", "neutral", "positive"], "support": [100, 100, 100],
               "mean_probs": [[0.8, 0.1, 0.1], [0.3, 0.4, 0.3], [0.1, 0.1, 0.8]]}
 PROBS = {"negative": (("negative", 800_000), ("neutral", 100_000), ("positive", 100_000)),
@@ -49,7 +52,7 @@ def write_known_day(store: CounterStore, now_ms: int, seed: int = 7) -> KnownDay
 
     def add(query: str, product: str, ts_ms: int, label: str) -> None:
         for kind, name in (("query", query), ("product", product)):
-            incs.append(Increment(kind, name, "known-day", 0, len(incs), ts_ms, label, PROBS[label]))  # offsets only need to rise
+            incs.append(Increment(kind, name, "known-day", 0, len(incs), ts_ms, label, PROBS[label], MODEL))  # offsets only need to rise
             day.counts.setdefault((kind, name), Counter())[label] += 1
 
     def burst(query: str, product: str, minutes_ago: tuple[int, int], events: int, negative: int) -> None:
@@ -69,9 +72,8 @@ def write_known_day(store: CounterStore, now_ms: int, seed: int = 7) -> KnownDay
     burst(RESOLVED, "B-AIRFRYER-3", (36.2, 39.9), 30, 24)  # fired 36 minutes ago ...
     burst(RESOLVED, "B-AIRFRYER-3", (0.2, 3.9), 12, 1)  # ... and recovered now
     store.apply(incs, now_ms)
-    store.publish_estimation(ESTIMATION, "v-known-day")
-    detector = SpikeDetector(store, AlertStore(store.client, store.layout, ALERT_TTL_S), SpikeRule(), 300, "5m", 86400, 900,
-                             estimation=ESTIMATION)
+    rates = publish_validation_rates(store, MODEL, ESTIMATION)
+    detector = SpikeDetector(store, AlertStore(store.client, store.layout, ALERT_TTL_S), rates, SpikeRule(), "5m", 86400, 900)
     detector.check([("query", FIRING)], now_ms - 15 * MINUTE)
     detector.check([("query", RESOLVED)], now_ms - 36 * MINUTE)
     detector.baseline_refresh_s = 0  # re-read the baseline: the spike is part of it now

@@ -18,6 +18,9 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from consumer.state.rates import RateStore
+from model_runtime.stats.rates import Rates
+
 ROOT = Path(__file__).resolve().parents[2]
 QUERIES = ["Wireless Headphones", "usb c cable", "蓝牙耳机", "ＩＰＨＯＮＥ　case", "running shoes"]
 TEXTS = [
@@ -192,6 +195,13 @@ def expected_prob_sums(events: dict[str, dict]) -> dict[tuple[str, str], dict[st
             for label, p in event["sentiment"]["probs"].items():
                 sums[label] = sums.get(label, 0.0) + p
     return out
+
+
+def publish_validation_rates(store, model: str, params: dict) -> RateStore:
+    """What a consumer serving `model` publishes: its checkpoint's validation rates, under its own key."""
+    rates = RateStore(store)
+    rates.publish_checkpoint(model, params["labels"], {"validation": Rates.from_dict(params, "validation")})
+    return rates
 
 
 def copy_checkpoint(source: Path, target: Path, **manifest: str) -> dict:

@@ -11,8 +11,9 @@ import pytest
 
 from consumer.alerts.detector import SpikeDetector
 from consumer.alerts.state import AlertStore
-from consumer.alerts.rule import SpikeRule
 from consumer.state.counters import CounterLayout, CounterStore, Increment
+from consumer.state.rates import RateStore
+from model_runtime.stats.spikes import SpikeRule
 
 from .harness import free_port, produce, read_topic
 
@@ -40,7 +41,8 @@ def detector_env(redis_prefix):
     store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
 
     def detector(cooldown_s: int = 900) -> SpikeDetector:
-        return SpikeDetector(store, AlertStore(client, store.layout, 86400 + 300 + cooldown_s + 3600), SpikeRule(), 300, "5m", 86400, cooldown_s)
+        return SpikeDetector(store, AlertStore(client, store.layout, 86400 + 300 + cooldown_s + 3600), RateStore(store), SpikeRule(),
+                             "5m", 86400, cooldown_s)
 
     return store, Feed(store), detector
 

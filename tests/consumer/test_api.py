@@ -14,14 +14,16 @@ import orjson
 import pytest
 
 from consumer.alerts.detector import SpikeDetector
-from consumer.alerts.rule import SpikeRule
 from consumer.alerts.state import AlertStore
 from consumer.state.counters import CounterLayout, CounterStore, Increment
 from tests.conftest import REDIS_URL
 
-from .harness import ROOT, free_port
+from model_runtime.stats.spikes import SpikeRule
+
+from .harness import ROOT, free_port, publish_validation_rates
 
 MINUTE = 60_000
+MODEL = "english:v-test"
 ESTIMATION = {"labels": ["negative", "neutral", "positive"], "support": [100, 100, 100],
               "mean_probs": [[0.8, 0.1, 0.1], [0.3, 0.4, 0.3], [0.1, 0.1, 0.8]]}
 
@@ -39,13 +41,14 @@ def known_data(redis_prefix):
     for query, product, negative, positive in (("蓝牙耳机", "p-1", 8, 2), ("usb c cable", "p-2", 1, 9), ("rare query", "p-3", 3, 0)):
         for label in ["negative"] * negative + ["positive"] * positive:
             for kind, name in (("query", query), ("product", product)):
-                incs.append(Increment(kind, name, "t", 0, offset, now - 2 * MINUTE, label, probs[label]))
+                incs.append(Increment(kind, name, "t", 0, offset, now - 2 * MINUTE, label, probs[label], MODEL))
             offset += 1
     store.apply(incs, now)
     # The validation rates of a model whose negatives average P(neg) 0.8 and positives 0.1:
     # the adjusted estimate recovers the true shares exactly on this data.
-    store.publish_estimation(ESTIMATION, "v-test")
-    SpikeDetector(store, AlertStore(client, store.layout, 90000), SpikeRule(min_count=5), 300, "5m", 86400, 900).check([("query", "蓝牙耳机")], now)
+    rates = publish_validation_rates(store, MODEL, ESTIMATION)
+    rule = SpikeRule(min_count=5, false_alarm_days=1)  # a new query's 10 events: a lenient target lets it fire
+    SpikeDetector(store, AlertStore(client, store.layout, 90000), rates, rule, "5m", 86400, 900).check([("query", "蓝牙耳机")], now)
     return prefix
 
 
@@ -79,6 +82,9 @@ def test_query_and_product_sentiment(api):
     status, body = get(f"{api}/queries/{quote('  蓝牙耳机 ')}/sentiment?window=5m")
     assert status == 200
     low, high = body.pop("interval_95")
+    # Which version labelled the window, and which rates (on how many examples) corrected it.
+    assert body.pop("models") == [{"model": MODEL, "events": 10, "estimator": "pacc", "negative_share": 0.8,
+                                   "rates": "validation", "rate_examples": 300}]
     assert body == {"query": "  蓝牙耳机 ", "query_norm": "蓝牙耳机", "window": "5m",
                     "counts": {"negative": 8, "neutral": 0, "positive": 2}, "total": 10, "negative_share": 0.8,
                     "estimator": "pacc", "counted_negative_share": 0.8}

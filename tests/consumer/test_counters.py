@@ -22,8 +22,8 @@ def test_replayed_range_is_never_counted_twice(redis_prefix):
     assert store.apply(_incs(range(0, 15)), now) == 0
     # Another partition has its own fence.
     assert store.apply(_incs(range(0, 3), partition=1), now) == 3
-    assert store.window_counts("query", "wireless headphones", 300, now) == {"negative": 18}
-    assert store.window_counts("query", "wireless headphones", 86400, now) == {"negative": 18}
+    assert store.window_stats_many([("query", "wireless headphones", 300)], now)[0].counts == {"negative": 18}
+    assert store.window_stats_many([("query", "wireless headphones", 86400)], now)[0].counts == {"negative": 18}
 
 
 def test_windows_sum_event_time_buckets(redis_prefix):
@@ -32,9 +32,9 @@ def test_windows_sum_event_time_buckets(redis_prefix):
     now = int(time.time() * 1000)
     old = now - 20 * 60 * 1000  # 20 minutes ago: in 1h and 24h, not in 5m
     store.apply(_incs([0, 1], label="positive", ts_ms=now) + _incs([2, 3, 4], label="negative", ts_ms=old), now)
-    assert store.window_counts("query", "wireless headphones", 300, now) == {"positive": 2}
-    assert store.window_counts("query", "wireless headphones", 3600, now) == {"positive": 2, "negative": 3}
-    assert store.window_counts("query", "wireless headphones", 86400, now) == {"positive": 2, "negative": 3}
+    assert store.window_stats_many([("query", "wireless headphones", 300)], now)[0].counts == {"positive": 2}
+    assert store.window_stats_many([("query", "wireless headphones", 3600)], now)[0].counts == {"positive": 2, "negative": 3}
+    assert store.window_stats_many([("query", "wireless headphones", 86400)], now)[0].counts == {"positive": 2, "negative": 3}
 
 
 def test_keys_share_one_hash_tag_per_subject_and_expire(redis_prefix):
@@ -90,3 +90,56 @@ def test_probability_sums_are_exact_under_a_replayed_range(redis_prefix):
         stats = store.window_stats_many([("query", "q", window)], now)[0]
         assert stats.counts == {"negative": 10}
         assert stats.prob_sums == {"negative": 6.12345, "neutral": 0.87655, "positive": 3.0}
+
+
+def test_counts_sums_and_squares_are_kept_per_model_version_and_exact_under_replay(redis_prefix):
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
+    now = int(time.time() * 1000)
+    v1 = (("negative", 600_000), ("neutral", 100_000), ("positive", 300_000))
+    v2 = (("negative", 900_000), ("neutral", 50_000), ("positive", 50_000))
+    incs = ([Increment("query", "q", "t", 0, o, now, "positive", v1, "english:v1") for o in range(6)]
+            + [Increment("query", "q", "t", 0, o, now, "negative", v2, "english:v2") for o in range(6, 10)])
+    assert store.apply(incs[:8], now) == 8
+    assert store.apply(incs, now) == 2  # the swap happened mid-range; the replayed part is fenced for both versions
+    for window in (300, 86400):
+        stats = store.window_stats_many([("query", "q", window)], now)[0]
+        assert set(stats.tallies) == {"english:v1", "english:v2"}
+        first, second = stats.tallies["english:v1"], stats.tallies["english:v2"]
+        assert first.counts == {"positive": 6} and second.counts == {"negative": 4}
+        assert first.prob_sums == {"negative": 3.6, "neutral": 0.6, "positive": 1.8}
+        assert second.prob_sums == {"negative": 3.6, "neutral": 0.2, "positive": 0.2}
+        assert first.negative_squares == 6 * 0.36 and second.negative_squares == 4 * 0.81
+        assert stats.counts == {"positive": 6, "negative": 4}  # what a person reads: all versions together
+
+
+def test_rates_are_kept_per_version_and_stream_rates_are_exact_under_replay(redis_prefix):
+    from consumer.state.counters import RatedExample
+    from consumer.state.rates import RateStore
+    from model_runtime.stats.rates import Rates
+
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
+    rates = RateStore(store, min_per_label=3, cache_s=0)
+    labels = ["negative", "neutral", "positive"]
+    validation = {"labels": labels, "mean_probs": [[0.7, 0.2, 0.1], [0.2, 0.6, 0.2], [0.1, 0.2, 0.7]], "support": [90, 90, 90]}
+    other = {**validation, "mean_probs": [[0.9, 0.05, 0.05], [0.3, 0.5, 0.2], [0.2, 0.1, 0.7]]}
+    rates.publish_checkpoint("english:v1", labels, {"validation": Rates.from_dict(validation, "validation")})
+    rates.publish_checkpoint("english:v2", labels, {"validation": Rates.from_dict(other, "validation")})
+    chosen = rates.read(["english:v1", "english:v2"])
+    assert chosen["english:v1"].mean_probs[0][0] == 0.7 and chosen["english:v2"].mean_probs[0][0] == 0.9  # nobody overwrote the other
+    assert {r.source for r in chosen.values()} == {"validation"}
+
+    probs = {"negative": (("negative", 800_000), ("neutral", 100_000), ("positive", 100_000)),
+             "neutral": (("negative", 200_000), ("neutral", 700_000), ("positive", 100_000)),
+             "positive": (("negative", 100_000), ("neutral", 100_000), ("positive", 800_000))}
+    rated = [RatedExample("english:v1", "reviews", 0, o, true, probs[true]) for o, true in enumerate(labels * 3)]
+    now = int(time.time() * 1000)
+    store.apply([], now, rated[:5])
+    store.apply([], now, rated)  # replayed: each review counts once
+    assert rates.stream_support("english:v1") == {"negative": 3, "neutral": 3, "positive": 3}
+    assert rates.stream_support("english:v2") == {}
+    stream = rates.read(["english:v1"])["english:v1"]
+    assert stream.source == "stream" and stream.support == (3, 3, 3)
+    assert [round(v, 6) for v in stream.mean_probs[1]] == [0.2, 0.7, 0.1]
+    assert rates.read(["english:v2"])["english:v2"].source == "validation"  # v1's reviews never become v2's rates

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.alerts.state import AlertStore
 from consumer.api import ReadAPI
+from consumer.state.rates import RateStore
 from consumer.dashboard.status import ConsumerStatus
 from consumer.observability import Health, Metrics, serve_metrics
 from consumer.state.counters import CounterLayout, CounterStore
@@ -45,7 +46,7 @@ def known_day(redis_prefix):
 
 def test_series_has_the_day_per_hour_the_baseline_and_the_firing_periods(known_day):
     store, day = known_day
-    api = ReadAPI(store, AlertStore(store.client, store.layout, ALERT_TTL_S), 300, 86400)
+    api = ReadAPI(store, RateStore(store), AlertStore(store.client, store.layout, ALERT_TTL_S), 300, 86400)
     reply = api.route("GET", "/series?kind=query&name=" + urllib.request.quote(" 空气炸锅 ") + "&window=24h")
     assert reply.status == 200
     series = orjson.loads(reply.body)
@@ -76,13 +77,13 @@ def test_series_has_the_day_per_hour_the_baseline_and_the_firing_periods(known_d
 ])
 def test_bad_parameters_are_400_with_the_reason(known_day, target, message):
     store, _ = known_day
-    reply = ReadAPI(store, AlertStore(store.client, store.layout, ALERT_TTL_S)).route("GET", target)
+    reply = ReadAPI(store, RateStore(store), AlertStore(store.client, store.layout, ALERT_TTL_S)).route("GET", target)
     assert reply.status == 400 and message in orjson.loads(reply.body)["error"]
 
 
 def test_page_and_assets_are_served_with_a_strict_policy_and_nothing_else(known_day):
     store, _ = known_day
-    api = ReadAPI(store, AlertStore(store.client, store.layout, ALERT_TTL_S))
+    api = ReadAPI(store, RateStore(store), AlertStore(store.client, store.layout, ALERT_TTL_S))
     page = api.route("GET", "/")
     assert page.status == 200 and page.content_type.startswith("text/html")
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
@@ -139,7 +140,7 @@ def test_serve_refuses_a_metrics_url_that_is_not_http():
 
 def test_products_top_list_uses_the_product_field(known_day):
     store, day = known_day
-    reply = ReadAPI(store, AlertStore(store.client, store.layout, ALERT_TTL_S)).route("GET", "/top?kind=product&window=24h&limit=3")
+    reply = ReadAPI(store, RateStore(store), AlertStore(store.client, store.layout, ALERT_TTL_S)).route("GET", "/top?kind=product&window=24h&limit=3")
     rows = orjson.loads(reply.body)["results"]
     expected = sorted(((day.negative_share("product", p), p) for _, p, _, _ in QUERIES), reverse=True)[:3]
     assert [r["product_id"] for r in rows] == [p for _, p in expected]

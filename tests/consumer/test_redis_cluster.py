@@ -56,7 +56,7 @@ def test_counters_exact_under_redelivery_across_masters(client, cluster):
     for e in events:
         expected.setdefault(e.name, Counter())[e.label] += 1
     for name, counts in expected.items():
-        assert store.window_counts("query", name, 3600, now) == counts
+        assert store.window_stats_many([("query", name, 3600)], now)[0].counts == counts
     reply = views.query_sentiment(store, "query 7 蓝牙", "1h")
     assert reply["counts"] == dict(expected["query 7 蓝牙"]) and reply["total"] == 15
     ranked = views.top(store, label="negative", window="1h", min_count=1, limit=50)
@@ -102,7 +102,7 @@ def test_wait_for_replicas_before_returning(client):
         CounterStore(client, layout, Replication(2, 200)).apply(events[30:], now)
     # The first master's writes did happen before its WAIT fell short; the retry the caller makes is exact.
     assert CounterStore(client, layout, Replication(1, 2000)).apply(events, now) < 30
-    assert sum(sum(CounterStore(client, layout).window_counts("query", f"query {i} 蓝牙", 3600, now).values())
+    assert sum(sum(CounterStore(client, layout).window_stats_many([("query", f"query {i} 蓝牙", 3600)], now)[0].counts.values())
                for i in range(10)) == 60
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import orjson
 
+from consumer.state.rates import RateStore
+from consumer.views import query_sentiment
 from schemas.checkpoint import MANIFEST_FILE
 
 from .conftest import assert_counters_exact
-from .harness import copy_checkpoint, labelled_by_id, make_events, produce, read_topic, wait_committed
+from .harness import QUERIES, copy_checkpoint, labelled_by_id, make_events, produce, read_topic, wait_committed
 
 CHINESE = ["质量太差了，用了两天就坏了", "非常好用，物流也快", "iPhone 壳很好看，但是容易发黄"]
 ENGLISH = ["Battery died after two days.", "Works great, fast shipping."]
@@ -34,9 +36,6 @@ def test_mixed_stream_each_event_labelled_by_its_routes_model_counters_shared(st
             event["text"], event["locale"] = ENGLISH[i % len(ENGLISH)], None
             expected[event["event_id"]] = english_manifest["name"]
     produce(bootstrap, topics["input"], [orjson.dumps(e) for e in events])
-    # Rates a one-model consumer left behind must not correct counters two models now feed.
-    stream["store"].publish_estimation(english_manifest["share_estimation"], english_manifest["version"])
-    assert stream["store"].estimation() is not None
     proc = stream["start"](extra=["--multilingual-checkpoint", str(multilingual)])
 
     by_id, seen = labelled_by_id(read_topic(bootstrap, topics["output"], expect=len(events)))
@@ -51,8 +50,18 @@ def test_mixed_stream_each_event_labelled_by_its_routes_model_counters_shared(st
     assert 'sentiment_events_routed_total{route="english"} 30.0' in metrics
     assert f'sentiment_model_info{{device="cpu",name="tiny-multilingual",route="multilingual",version="{manifest["version"]}"}} 1.0' in metrics
     assert proc.stop() == 0
-    # One set of counters across languages, exact; two models' confusions do not invert as one: no pacc rates.
-    assert_counters_exact(stream["store"], by_id)
-    assert stream["store"].estimation() is None
+    # One set of counters across languages, exact, kept per model version; each version corrected with
+    # its own rates, so two models give pacc, not pcc.
+    store = stream["store"]
+    assert_counters_exact(store, by_id)
+    english, chinese = f"english:{english_manifest['version']}", f"multilingual:{manifest['version']}"
+    rates = RateStore(store)
+    assert {m: r.source for m, r in rates.read([english, chinese]).items()} == {english: "validation", chinese: "validation"}
+    view = query_sentiment(store, rates, QUERIES[0], "1h")
+    assert view["estimator"] == "pacc", view
+    assert {m["model"] for m in view["models"]} == {english, chinese} and view["total"] == sum(m["events"] for m in view["models"])
+    # Every review here is Chinese: its stars became the multilingual version's stream rates, and only its.
+    reviews = [e for e in events if e["event_type"] == "review"]
+    assert sum(rates.stream_support(chinese).values()) == len(reviews) and rates.stream_support(english) == {}
     loaded = [line for line in proc.logs() if line.get("msg") == "model loaded"]
     assert sorted(line["route"] for line in loaded) == ["english", "multilingual"]

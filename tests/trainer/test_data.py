@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.data import RatingCutoffs, fingerprint, load_examples, parse_label, split_examples
+from trainer.data import RatingCutoffs, fingerprint, rating_cutoffs, load_examples, parse_label, split_examples
 from trainer.errors import TrainerError
 
 
@@ -17,7 +17,7 @@ def test_rating_cutoffs_are_configurable():
     strict = RatingCutoffs(negative_max=1, positive_min=5)
     assert [parse_label({"rating": r}, strict, "row") for r in range(1, 6)] == ["negative", "neutral", "neutral", "neutral", "positive"]
     with pytest.raises(TrainerError):
-        RatingCutoffs(negative_max=4, positive_min=3)
+        rating_cutoffs(negative_max=4, positive_min=3)
 
 
 @pytest.mark.parametrize("row, label", [({"label": "Positive"}, "positive"), ({"label": 0}, "negative"), ({"label": "1"}, "positive"),

@@ -64,7 +64,7 @@ def test_manifest_without_calibration_still_loads(tiny_checkpoint, tmp_path):
         manifest.pop(key)
     (old / "manifest.json").write_bytes(orjson.dumps(manifest))
     model = SentimentClassifier(str(old), "cpu", cache_size=0)
-    assert model.temperature == 1.0 and model.share_parameters is None
+    assert model.temperature == 1.0 and model.rates == {}
     assert model.classify(["great value"]).probs.shape == (1, 3)
 
 

@@ -1,0 +1,97 @@
+"""The spike rule on hand-computed cases: counts-only tallies (one-hot probabilities) keep the arithmetic visible."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from model_runtime.stats.shares import Tally
+from model_runtime.stats.spikes import SpikeRule, dispersion, evaluate, recovered
+
+RULE = SpikeRule()
+
+
+def tally(negative: int, total: int) -> Tally:
+    """One-hot probabilities: P(negative) is 1 for the negatives, 0 for the rest."""
+    return Tally(Counter(negative=negative, positive=total - negative), {"negative": float(negative), "positive": float(total - negative)},
+                 float(negative))
+
+
+def verdict(short_negative, short_total, base_negative, base_total, rule=RULE):
+    return evaluate(rule, {"en:v1": tally(short_negative, short_total)}, {"en:v1": tally(base_negative, base_total)}, {})
+
+
+def test_threshold_follows_the_target_time_between_false_alarms():
+    assert RULE.z_threshold == pytest.approx(4.50, abs=0.01)  # 288 five-minute looks a day, 1000 days
+    assert SpikeRule(false_alarm_days=10).z_threshold < RULE.z_threshold < SpikeRule(false_alarm_days=100_000).z_threshold
+    assert SpikeRule(window_s=60).z_threshold > RULE.z_threshold  # more looks a day need a stricter test
+    with pytest.raises(ValueError):
+        SpikeRule(false_alarm_days=0)
+
+
+def test_size_and_significance_come_from_one_statistic():
+    v = verdict(30, 50, 100, 1000)
+    sigma2 = (1000 * 0.1 * 0.9 + 0.5) / 1002  # the baseline's per-event variance, two pseudo-events
+    z = (0.6 - 0.1) / math.sqrt(sigma2 * (1 / 50 + 1 / 1000))
+    assert v.firing and v.statistic == pytest.approx(z) and v.rise == pytest.approx(0.5)
+    assert v.baseline_share == pytest.approx(0.1) and v.count == 50
+
+
+def test_steady_share_and_small_windows_do_not_fire():
+    assert not verdict(6, 50, 100, 1000).firing
+    assert not verdict(2, 2, 100, 1000).firing  # 100% negative, but 2 events
+    assert not verdict(19, 19, 100, 1000).firing
+    assert verdict(20, 20, 100, 1000).firing
+
+
+def test_a_significant_rise_that_is_not_large_does_not_fire():
+    v = verdict(2200, 10000, 1000, 10000)  # 22% vs 10%: z is huge, the rise is 12 points
+    assert v.statistic > 10 and not v.firing
+
+
+def test_a_rise_that_the_per_test_rule_would_page_for_is_not_enough_per_subject_day():
+    v = verdict(17, 40, 200, 1000)  # 42% vs 20% over 40 events: z = 3.5, past 2.33 but not the 4.50 a day needs
+    assert 2.33 < v.statistic < RULE.z_threshold and not v.firing
+    assert verdict(17, 40, 200, 1000, SpikeRule(false_alarm_days=0.5)).firing
+
+
+def test_a_swap_is_compared_like_with_like():
+    base = {"en:v1": tally(100, 1000)}
+    # v2 counts far more negatives for the same traffic (another decision rule): only v2 events in the window,
+    # and v2 has no baseline of its own yet, so the subject is re-baselining, not tested.
+    v = evaluate(RULE, {"en:v2": tally(30, 50)}, base, {})
+    assert not v.tested and not v.firing
+    assert not recovered(RULE, v)  # a firing alert stays as it is until the version can be compared
+    # Both versions in the window: only v1's events are compared with v1's baseline.
+    v = evaluate(RULE, {"en:v1": tally(5, 50), "en:v2": tally(40, 50)}, base, {})
+    assert v.tested and not v.firing and v.count == 50 and v.negative_share == pytest.approx(0.1)
+    # Once v2 has a baseline of its own, it is compared with it.
+    v = evaluate(RULE, {"en:v2": tally(50, 60)}, {"en:v1": tally(100, 1000), "en:v2": tally(60, 200)}, {})
+    assert v.tested and v.firing and v.baseline_share == pytest.approx(0.3)
+
+
+def test_over_dispersed_baselines_widen_the_test():
+    rng = np.random.default_rng(5)
+    independent = [tally(int(rng.binomial(60, 0.2)), 60) for _ in range(24)]
+    drifting = [tally(int(rng.binomial(60, p)), 60) for p in rng.uniform(0.05, 0.5, 24)]
+    assert dispersion(independent) < 2.0
+    assert dispersion(drifting) > 4.0
+    assert dispersion(drifting[:2]) == 1.0  # too few buckets to tell
+    plain = verdict(25, 50, 200, 1000)
+    wide = evaluate(RULE, {"v": tally(25, 50)}, {"v": tally(200, 1000)}, {}, {"v": dispersion(drifting)})
+    assert wide.statistic < plain.statistic / 2 and plain.firing and not wide.firing
+
+
+def test_a_new_subject_is_tested_against_the_prior():
+    v = evaluate(RULE, {"v": tally(120, 150)}, {"v": tally(3, 10)}, {})  # 10 baseline events: too few
+    assert v.baseline_share is None and v.reference_share == 0.25 and v.firing
+    assert not evaluate(RULE, {"v": tally(9, 25)}, {}, {}).firing  # 36%: +11 points over the prior
+
+
+def test_hysteresis_on_recovery():
+    assert not recovered(RULE, verdict(10, 50, 100, 1000))  # 20% vs 10%: +10 > 7.5 points
+    assert recovered(RULE, verdict(8, 50, 100, 1000))  # 16%: +6 points
+    assert recovered(RULE, evaluate(RULE, {}, {"v": tally(100, 1000)}, {}))  # traffic stopped
