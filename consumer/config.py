@@ -55,7 +55,7 @@ class AlertSettings(AlertWindowSettings):
     alerts: bool = field(default=True, metadata={"help": "run the negative-spike detector on each batch's subjects"})
     alert_min_count: int = field(default=20, metadata={"help": "events needed in the short window before an alert can fire"})
     alert_min_increase: float = field(default=0.15, metadata={"help": "smallest rise of the negative share (absolute) that fires"})
-    alert_false_alarm_days: float = field(default=1000.0, metadata={"help": "target mean time between false alarms per subject, in days; sets the test's threshold (1000 with a 5m window: z >= 4.50)"})
+    alert_false_alarm_days: float = field(default=1000.0, metadata={"help": "target mean time between false alarms per subject, in days; sets the test's threshold (1000, with the window moving a 60 s bucket at a time: z >= 4.83)"})
     alert_min_baseline: int = field(default=50, metadata={"help": "baseline events of a model version needed to compare with it; a subject with fewer in every version is compared with --alert-prior-share"})
     alert_prior_share: float = field(default=0.25, metadata={"help": "negative share assumed for queries without a baseline"})
     alert_eval_interval_s: float = field(default=10.0, metadata={"help": "re-evaluate every recently touched or firing subject this often, with or without new events"})

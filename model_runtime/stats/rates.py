@@ -54,13 +54,19 @@ class Rates:
     def examples(self) -> int:
         return int(sum(self.support))
 
+    @property
+    def present(self) -> list[int]:
+        """The true labels the rates have examples of. A domain without one (a binary corpus, a shop
+        without 3-star reviews) is solved over the others: its share of the missing label is taken as 0."""
+        return [k for k, n in enumerate(self.support) if n > 0]
+
     def usable(self) -> bool:
         """Invertible for the negative share: a classifier barely better than chance cannot be corrected."""
-        if NEGATIVE not in self.labels or min(self.support, default=0) <= 0:
+        if NEGATIVE not in self.labels:
             return False
         i = self.labels.index(NEGATIVE)
-        others = [self.mean_probs[k][i] for k in range(len(self.labels)) if k != i]
-        return bool(others) and self.mean_probs[i][i] - max(others) > 0.05
+        others = [self.mean_probs[k][i] for k in self.present if k != i]
+        return i in self.present and bool(others) and self.mean_probs[i][i] - max(others) > 0.05
 
     def as_dict(self) -> dict[str, Any]:
         return {"labels": list(self.labels), "mean_probs": [[round(float(v), 6) for v in row] for row in self.mean_probs],
@@ -109,9 +115,9 @@ def rates_from_sums(labels: Sequence[str], sums: Mapping[str, Mapping[str, float
 
 
 def choose_rates(stream: Rates | None, checkpoint: Sequence[Rates], min_per_label: int) -> Rates | None:
-    """The best usable rates: the stream's once every label has min_per_label rated examples, else the
-    checkpoint's (its stream test split before its validation split); None when nothing is usable."""
-    if stream is not None and min(stream.support, default=0) >= min_per_label and stream.usable():
+    """The best usable rates: the stream's once every label it has seen has min_per_label rated examples,
+    else the checkpoint's (its stream test split before its validation split); None when nothing is usable."""
+    if stream is not None and stream.usable() and min(stream.support[k] for k in stream.present) >= min_per_label:
         return stream
     for rates in checkpoint:
         if rates.usable():

@@ -7,7 +7,8 @@ Bella et al. 2010), per model version v with n_v events:
   cc    share of events labelled negative (counters written before probabilities were kept)
   pcc   q = mean calibrated P(negative)
   pacc  q corrected by the version's own rates M (rates.py): the label shares π solving
-        q⃗ = Mᵀ π (least squares over all labels), clipped to [0, 1] and renormalised
+        q⃗ = Mᵀ π (least squares, over the true labels M has examples of), clipped to [0, 1]
+        and renormalised
 
 Counts and sums are only comparable within one version, so each version is estimated
 alone, with its own rates, and the window's share is the count-weighted mean
@@ -119,7 +120,7 @@ def pacc(q: np.ndarray, mean_probs: np.ndarray) -> np.ndarray:
     shares, *_ = np.linalg.lstsq(mean_probs.T, q, rcond=None)
     shares = np.clip(shares, 0.0, 1.0)
     total = shares.sum()
-    return shares / total if total > 0 else np.full(len(q), 1 / len(q))
+    return shares / total if total > 0 else np.full(len(mean_probs), 1 / len(mean_probs))
 
 
 def estimate_version(tally: Tally, rates: Rates | None) -> VersionEstimate:
@@ -133,16 +134,18 @@ def estimate_version(tally: Tally, rates: Rates | None) -> VersionEstimate:
         return VersionEstimate(q, sampling, 0.0, 1.0, "pcc", n)
     labels = list(rates.labels)
     means = np.array([tally.prob_sums.get(label, 0.0) / n for label in labels])
-    shares = pacc(means / max(means.sum(), 1e-12), rates.mean_probs)
-    i = labels.index(NEGATIVE)
-    others = [k for k in range(len(labels)) if k != i]
+    rows = rates.present  # true labels with examples: only those can be solved for
+    m = rates.mean_probs[rows]
+    shares = pacc(means / max(means.sum(), 1e-12), m)
+    i, neg = rows.index(labels.index(NEGATIVE)), labels.index(NEGATIVE)
+    others = [k for k in range(len(rows)) if k != i]
     weights = shares[others] if shares[others].sum() > 0 else np.ones(len(others))
     weights = weights / weights.sum()
-    m = rates.mean_probs
-    spread = float(m[i][i] - np.dot(weights, m[others, i]))
+    spread = float(m[i][neg] - np.dot(weights, m[others, neg]))
     share = float(shares[i])
-    var_m1 = rates.negative_variance[i] / rates.support[i]
-    var_m0 = float(sum(w * w * rates.negative_variance[k] / rates.support[k] for w, k in zip(weights, others)))
+    variance = [rates.negative_variance[k] / rates.support[k] for k in rows]
+    var_m1 = variance[i]
+    var_m0 = float(sum(w * w * variance[k] for w, k in zip(weights, others)))
     rate_variance = (share * share * var_m1 + (1 - share) ** 2 * var_m0) / (spread * spread)
     return VersionEstimate(share, sampling / (spread * spread), rate_variance, 1 / spread, "pacc", n)
 

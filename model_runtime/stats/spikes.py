@@ -1,28 +1,33 @@
 """The spike rule: is the short window's negative share a large rise over the subject's baseline?
 
-One statistic decides size and significance: the rise D = π_short − π_baseline of the
-estimated shares (shares.py), compared like with like. Each model version's short-window
-events are compared with the baseline that version labelled, corrected with the same
-rates, so a version's rates cancel and a swap cannot move D. A version without a baseline
-of its own (just swapped in) is left out until it has one (re-baselining); a subject whose
-whole short window is such is not tested. D and its variance are count-weighted over the
-compared versions:
+Compared like with like. Each model version's short-window events are compared with the
+baseline that version labelled, corrected with the same rates, so a version's rates cancel
+and a swap cannot move the comparison. A version without a baseline of its own (just swapped
+in) is left out until it has one (re-baselining); a subject whose whole short window is such
+is not tested.
 
-  D = Σ w_v (π_short,v − π_base,v),   Var(D) = Σ w_v² φ_v σ_v² s_v² (1/n_short,v + 1/n_base,v)
+Size: the rise D = Σ w_v (π_short,v − π_base,v) of the estimated shares (shares.py), w_v the
+version's share of the compared short-window events. It fires when D ≥ min_increase.
 
-σ_v² is the per-event variance of P(negative) in the baseline (the null hypothesis: no
-change), s_v = dπ/dq the correction's slope, and φ_v ≥ 1 the over-dispersion measured on
-the baseline's hourly buckets (Pearson χ² / degrees of freedom): repeated snippets and
-hour-to-hour drift make buckets spread more than independent events would, and φ widens
-the test by exactly that much.
+Significance, of the same rise: per version, the signed root of the quasi-binomial deviance of
+the short window's mean P(negative) q_s against the baseline's q_0,
 
-It fires when D ≥ min_increase (the smallest rise anyone acts on) and z = D / √Var(D) ≥ z*.
-False alarms are sized per subject-day, not per test: the rule runs on every subject each
-minute, and a window of w seconds gives 86400 / w nearly independent looks a day, so for a
-target mean time between false alarms of T days per subject,
-  z* = Φ⁻¹(1 − w / (86400 T))    (T = 1000 days, w = 5 min: z* = 4.50).
+  z_v = sign(q_s − q_0) √( 2 n* KL(q_s ‖ q_0) / (φ σ² / q_0(1 − q_0)) ),   n* = (1/n_short + 1/n_base)⁻¹
+
+(π is linear in q within a version, so this is the rise D's own test). σ² is the per-event
+variance of P(negative) in the baseline; φ ≥ 1 the over-dispersion of the baseline's hourly
+buckets (repeated snippets and hour-to-hour drift spread buckets more than independent events
+would). Unlike a Wald z, the deviance keeps the skewed tail of a small count at a low share,
+where a normal tail at 4.5σ is tens of times too thin. Versions combine by Stouffer's method,
+z = Σ √n_v z_v / √Σ n_v. It fires when z ≥ z*.
+
+False alarms are sized per subject-day, not per test. The window moves one fine bucket at a
+time (step_s, a minute) and each step is a fresh look, so a day holds 86400 / step_s looks;
+for a target mean time between false alarms of T days per subject,
+  z* = Φ⁻¹(1 − step_s / (86400 T))    (T = 1000 days, one-minute steps: z* = 4.83).
 (A Shewhart chart sized by its in-control run length; Montgomery, Introduction to Statistical
-Quality Control, ch. 6.) bench/bench_alerts.py measures the resulting rate, power and delay.
+Quality Control, ch. 6; quasi-likelihood deviance: McCullagh & Nelder, ch. 9.)
+bench/bench_alerts.py measures the resulting rate, power and delay on a simulated day.
 
 A subject with no baseline at all (a new query) is tested against a prior share instead,
 with the short estimate's own variance: new queries can alert, but need a clear rise.
@@ -47,17 +52,18 @@ class SpikeRule:
     min_increase: float = 0.15  # absolute rise of the negative share
     false_alarm_days: float = 1000.0  # target mean time between false alarms, per subject, in days
     window_s: int = 300  # the short window's length
+    step_s: int = 60  # how far the window moves between fresh looks: the fine counter bucket
     min_baseline: int = 50  # baseline events (of a version) needed to compare with it
     prior_share: float = 0.25  # negative share assumed for subjects without any baseline
     max_dispersion: float = 20.0
 
     def __post_init__(self) -> None:
-        if self.false_alarm_days <= 0 or self.window_s <= 0:
-            raise ValueError("false_alarm_days and window_s must be > 0")
+        if self.false_alarm_days <= 0 or self.window_s <= 0 or self.step_s <= 0:
+            raise ValueError("false_alarm_days, window_s and step_s must be > 0")
 
     @property
     def z_threshold(self) -> float:
-        looks_per_day = DAY_S / self.window_s
+        looks_per_day = DAY_S / min(self.step_s, self.window_s)
         return NormalDist().inv_cdf(1 - 1 / (looks_per_day * self.false_alarm_days))
 
 
@@ -79,9 +85,14 @@ class Verdict:
         return self.negative_share - self.reference_share
 
 
-def dispersion(buckets: Sequence[Tally], min_buckets: int = 3) -> float:
-    """Pearson χ²/df of the buckets' mean P(negative) around their pooled mean: 1 for independent
-    events, more when buckets spread more than that (repeated texts, drift). 1 with too few buckets."""
+MEDIAN_CHI2_1 = 0.4549  # the median of a χ² variable with one degree of freedom
+
+
+def dispersion(buckets: Sequence[Tally], min_buckets: int = 6) -> float:
+    """How much more the buckets' mean P(negative) spreads than independent events would: the median
+    of the squared standardized residuals over the median of χ²₁. 1 for independent events. The
+    median, not Pearson's mean, so one hour holding a spike does not widen every later test; 1 with
+    fewer than min_buckets filled buckets, too few to tell."""
     filled = [b for b in buckets if b.n]
     if len(filled) < min_buckets:
         return 1.0
@@ -91,8 +102,18 @@ def dispersion(buckets: Sequence[Tally], min_buckets: int = 3) -> float:
     q, variance = pooled.mean_negative(), pooled.negative_variance()
     if variance <= 0:
         return 1.0
-    chi2 = sum(b.n * (b.mean_negative() - q) ** 2 / variance for b in filled)
-    return max(1.0, chi2 / (len(filled) - 1))
+    residuals = sorted(b.n * (b.mean_negative() - q) ** 2 / variance for b in filled)
+    middle = len(residuals) // 2
+    median = residuals[middle] if len(residuals) % 2 else (residuals[middle - 1] + residuals[middle]) / 2
+    return max(1.0, median / MEDIAN_CHI2_1)
+
+
+def signed_deviance(q_short: float, q_base: float, n_star: float, scale: float) -> float:
+    """Signed root of the quasi-binomial deviance of a mean q_short over n* events against q_base."""
+    q0 = min(1 - 1e-6, max(1e-6, q_base))
+    q1 = min(1 - 1e-6, max(1e-6, q_short))
+    kl = q1 * math.log(q1 / q0) + (1 - q1) * math.log((1 - q1) / (1 - q0))
+    return math.copysign(math.sqrt(max(0.0, 2 * n_star * kl / scale)), q1 - q0)
 
 
 def evaluate(rule: SpikeRule, short: Mapping[str, Tally], baseline: Mapping[str, Tally],
@@ -111,22 +132,23 @@ def evaluate(rule: SpikeRule, short: Mapping[str, Tally], baseline: Mapping[str,
                            baseline_count, estimate.estimator)
         return _against_prior(rule, estimate_negative_share(short, rates), baseline)
     n_short = sum(short[v].n for v in compared)
-    rise = variance = short_share = base_share = 0.0
-    phi_weighted = 0.0
+    rise = short_share = base_share = phi_weighted = stouffer = 0.0
     short_parts = []
     for v in compared:
         s, b, r = short[v], baseline[v], rates.get(v)
         now, before = estimate_version(s, r), estimate_version(b, r)
         w = s.n / n_short
-        phi = min(rule.max_dispersion, max(1.0, dispersions.get(v, 1.0)))
+        phi = min(rule.max_dispersion, dispersions.get(v, 1.0))
+        q0 = b.mean_negative()
         sigma2 = (b.n * b.negative_variance() + 2 * 0.25) / (b.n + 2)  # two pseudo-events keep a uniform baseline from a zero variance
-        variance += w * w * phi * sigma2 * before.slope ** 2 * (1 / s.n + 1 / b.n)
+        scale = phi * sigma2 / max(q0 * (1 - q0), 1e-6)
+        stouffer += math.sqrt(s.n) * signed_deviance(s.mean_negative(), q0, 1 / (1 / s.n + 1 / b.n), scale)
         rise += w * (now.share - before.share)
         short_share += w * now.share
         base_share += w * before.share
         phi_weighted += w * phi
         short_parts.append((v, now, r))
-    statistic = rise / math.sqrt(variance) if variance > 0 else (math.inf if rise > 0 else 0.0)
+    statistic = stouffer / math.sqrt(n_short)
     estimator = combine(short_parts).estimator
     firing = n_short >= rule.min_count and rise >= rule.min_increase and statistic >= rule.z_threshold
     return Verdict(firing, True, short_share, base_share, base_share, statistic, n_short,

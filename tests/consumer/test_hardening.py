@@ -14,8 +14,7 @@ from consumer.state.counters import CounterStore
 from tests.services.redis_server import RedisServer
 
 from .conftest import assert_counters_exact
-from .harness import committed, labelled_by_id, make_events, produce, read_topic, wait_committed, wait_for
-from .test_alerts import _mix, _pick_texts
+from .harness import committed, labelled_by_id, make_events, mixed_events, pick_texts, produce, read_topic, wait_committed, wait_for
 
 
 def _wait_committed(stream, expect: int, timeout: float = 60) -> int:
@@ -129,9 +128,9 @@ def test_burst_into_a_stopped_consumer_fires_then_resolves_without_traffic(strea
     """Item 4: evaluation is time-driven: a replayed burst fires, and the alert resolves when the
     window slides past the spike even though no event arrives."""
     topics, bootstrap = stream["topics"], stream["bootstrap"]
-    pools = _pick_texts(tiny_checkpoint)
+    pools = pick_texts(tiny_checkpoint)
     now = int(time.time() * 1000)
-    produce(bootstrap, topics["input"], _mix("phone charger", pools, 40, 0, now, "burst"))
+    produce(bootstrap, topics["input"], mixed_events("phone charger", pools, 40, 0, now, "burst"))
     proc = stream["start"]("burst", extra=["--bucket-seconds", "5", "--windows", "20s,1h,24h", "--alert-window", "20s",
                                            "--alert-eval-interval-s", "1", "--alert-cooldown", "1m"])
     alerts_topic = f"{topics['output']}-alerts"

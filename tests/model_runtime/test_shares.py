@@ -110,6 +110,21 @@ def test_the_interval_covers_when_the_rates_come_from_few_examples():
     assert float(np.mean(window_only)) < 0.88  # the window's noise alone under-covers
 
 
+def test_a_domain_without_neutral_examples_is_solved_over_the_labels_it_has():
+    """Rated reviews without any 3-star one (or a binary corpus): the rates have no neutral row."""
+    rng = np.random.default_rng(6)
+    _, pool = _model(rng, 0.6)
+    y = np.repeat([0, 2], 400)
+    rates = measure_rates(np.stack([pool[c][rng.integers(0, len(pool[c]))] for c in y]), y, LABELS, "stream")
+    assert rates.support == (400, 0, 400) and rates.present == [0, 2] and rates.usable()
+    assert choose_rates(rates, [], 50) is rates
+    for share in (0.05, 0.3, 0.6):
+        k = int(share * 2000)
+        rows = np.vstack([pool[0][rng.integers(0, len(pool[0]), k)], pool[2][rng.integers(0, len(pool[2]), 2000 - k)]])
+        estimate = estimate_negative_share({"v": tally(rows)}, {"v": rates})
+        assert estimate.estimator == "pacc" and abs(estimate.share - share) < 0.03
+
+
 def test_fallbacks():
     assert estimate_negative_share({}, {}).share is None
     counted = Tally(Counter(negative=3, positive=7))  # counters without probability sums

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 
 from model_runtime.stats.shares import Tally
-from model_runtime.stats.spikes import SpikeRule, dispersion, evaluate, recovered
+from model_runtime.stats.spikes import SpikeRule, dispersion, evaluate, recovered, signed_deviance
 
 RULE = SpikeRule()
 
@@ -25,9 +26,9 @@ def verdict(short_negative, short_total, base_negative, base_total, rule=RULE):
 
 
 def test_threshold_follows_the_target_time_between_false_alarms():
-    assert RULE.z_threshold == pytest.approx(4.50, abs=0.01)  # 288 five-minute looks a day, 1000 days
+    assert RULE.z_threshold == pytest.approx(4.83, abs=0.01)  # a fresh look each minute: 1440 a day, 1000 days
     assert SpikeRule(false_alarm_days=10).z_threshold < RULE.z_threshold < SpikeRule(false_alarm_days=100_000).z_threshold
-    assert SpikeRule(window_s=60).z_threshold > RULE.z_threshold  # more looks a day need a stricter test
+    assert SpikeRule(step_s=10).z_threshold > RULE.z_threshold  # more looks a day need a stricter test
     with pytest.raises(ValueError):
         SpikeRule(false_alarm_days=0)
 
@@ -35,9 +36,21 @@ def test_threshold_follows_the_target_time_between_false_alarms():
 def test_size_and_significance_come_from_one_statistic():
     v = verdict(30, 50, 100, 1000)
     sigma2 = (1000 * 0.1 * 0.9 + 0.5) / 1002  # the baseline's per-event variance, two pseudo-events
-    z = (0.6 - 0.1) / math.sqrt(sigma2 * (1 / 50 + 1 / 1000))
+    kl = 0.6 * math.log(0.6 / 0.1) + 0.4 * math.log(0.4 / 0.9)
+    z = math.sqrt(2 * kl / (1 / 50 + 1 / 1000) / (sigma2 / 0.09))  # the signed-root deviance of the same rise
     assert v.firing and v.statistic == pytest.approx(z) and v.rise == pytest.approx(0.5)
     assert v.baseline_share == pytest.approx(0.1) and v.count == 50
+
+
+def test_the_deviance_keeps_the_false_alarm_rate_of_small_counts_at_low_shares():
+    """30 events at a true 5%: the exact binomial chance of reaching z >= 4, against the normal tail's."""
+    n, p = 30, 0.05
+    pmf = [math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(n + 1)]
+    wald = sum(pmf[k] for k in range(n + 1) if (k / n - p) / math.sqrt(p * (1 - p) / n) >= 4)
+    deviance = sum(pmf[k] for k in range(n + 1) if signed_deviance(k / n, p, n, 1.0) >= 4)
+    normal = 1 - NormalDist().cdf(4)
+    assert wald > 5 * normal  # a Wald z pages far more often than it says
+    assert deviance < 3 * normal
 
 
 def test_steady_share_and_small_windows_do_not_fire():
@@ -53,7 +66,7 @@ def test_a_significant_rise_that_is_not_large_does_not_fire():
 
 
 def test_a_rise_that_the_per_test_rule_would_page_for_is_not_enough_per_subject_day():
-    v = verdict(17, 40, 200, 1000)  # 42% vs 20% over 40 events: z = 3.5, past 2.33 but not the 4.50 a day needs
+    v = verdict(17, 40, 200, 1000)  # 42% vs 20% over 40 events: z = 3.2, past 2.33 but not the 4.83 a day needs
     assert 2.33 < v.statistic < RULE.z_threshold and not v.firing
     assert verdict(17, 40, 200, 1000, SpikeRule(false_alarm_days=0.5)).firing
 
@@ -79,9 +92,10 @@ def test_over_dispersed_baselines_widen_the_test():
     drifting = [tally(int(rng.binomial(60, p)), 60) for p in rng.uniform(0.05, 0.5, 24)]
     assert dispersion(independent) < 2.0
     assert dispersion(drifting) > 4.0
-    assert dispersion(drifting[:2]) == 1.0  # too few buckets to tell
-    plain = verdict(25, 50, 200, 1000)
-    wide = evaluate(RULE, {"v": tally(25, 50)}, {"v": tally(200, 1000)}, {}, {"v": dispersion(drifting)})
+    assert dispersion(drifting[:5]) == 1.0  # too few buckets to tell
+    assert dispersion([*independent[:22], tally(54, 60)]) < 2.0  # one hour holding a spike does not widen later tests
+    plain = verdict(28, 50, 200, 1000)
+    wide = evaluate(RULE, {"v": tally(28, 50)}, {"v": tally(200, 1000)}, {}, {"v": dispersion(drifting)})
     assert wide.statistic < plain.statistic / 2 and plain.firing and not wide.firing
 
 

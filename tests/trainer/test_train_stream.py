@@ -51,6 +51,11 @@ def test_train_from_topic_is_gated_by_the_deployed_checkpoint(tiny_checkpoint, k
     assert sorted(kafka["topics"][topic]) == ["0", "1"]
     assert sum(end - start for start, end in kafka["topics"][topic].values()) == 500
     assert manifest["data"]["sources"] == [f"kafka:{topic}"]
+    # The stream test split's rates: the shop's own domain, for the consumer to correct shares with.
+    rates = manifest["stream_rates"]
+    assert rates["labels"] == manifest["labels"] and sum(rates["support"]) == test_size
+    assert rates["support"] == [manifest["data"]["splits"]["test"]["labels"].get(label, 0) for label in rates["labels"]]
+    assert all(abs(sum(row) - 1) < 1e-3 for row, n in zip(rates["mean_probs"], rates["support"]) if n)
 
     assert main(["publish", "--output-dir", str(out), "--version", refused.name]) == 0
     assert os.readlink(out / "latest") == refused.name
