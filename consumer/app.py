@@ -114,7 +114,7 @@ def build_detector(settings: Settings, store: CounterStore, alerts: AlertStore, 
         rule = SpikeRule(a.alert_min_count, a.alert_min_increase, a.alert_false_alarm_days, times.window_s,
                          store.layout.bucket_seconds, a.alert_min_baseline, a.alert_prior_share)
     except ValueError as exc:
-        raise ConfigError(f"--alert-false-alarm-days: {exc}") from None
+        raise ConfigError(f"--alert-false-alarm-days, --alert-min-baseline: {exc}") from None
     return SpikeDetector(store, alerts, rates, rule, a.alert_window, times.baseline_s, times.cooldown_s)
 
 

@@ -118,7 +118,7 @@ def series(store: CounterStore, rates: RateStore, alert_store: AlertStore, *, ki
     now = int(time.time() * 1000)
     size, buckets = store.bucket_series(kind, subject, seconds, now)
     longer, short = store.window_stats_many([(kind, subject, baseline_s + alert_window_s), (kind, subject, alert_window_s)], now)
-    versions = rates.read(longer.tallies)
+    versions = rates.read([*longer.tallies, *(model for _, stats in buckets for model in stats.tallies)])
     points = []
     for start, stats in buckets:
         summary = _summary(stats, versions)

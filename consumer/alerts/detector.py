@@ -21,7 +21,7 @@ from model_runtime.stats.shares import estimate_negative_share
 from model_runtime.stats.spikes import SpikeRule, Verdict, dispersion, evaluate, recovered
 from schemas import format_timestamp
 
-from ..state.counters import COARSE_SECONDS, CounterStore, WindowStats
+from ..state.counters import CounterStore, WindowStats
 from ..state.rates import RateStore
 from .state import AlertStore, Subject
 
@@ -91,11 +91,11 @@ class SpikeDetector:
         series = self.store.bucket_series_many([(kind, name, self.baseline_s + self.window_s) for kind, name in stale], now_ms)
         # Over-dispersion from the hours wholly before the short window: a spike must not widen its own test.
         before_s = now_ms // 1000 - self.window_s
-        for subject, (_, buckets) in zip(stale, series):
+        for subject, (size, buckets) in zip(stale, series):
             longer = WindowStats()
             for _, bucket in buckets:
                 longer.add(bucket)
-            settled = [bucket for start, bucket in buckets if start + COARSE_SECONDS <= before_s]
+            settled = [bucket for start, bucket in buckets if start + size <= before_s]
             dispersions = {model: dispersion([b.tallies[model] for b in settled if model in b.tallies]) for model in longer.tallies}
             self._baselines[subject] = (clock, longer.minus(shorts[subject]), dispersions)
 
@@ -111,7 +111,7 @@ class SpikeDetector:
             "baseline_count": verdict.baseline_count,
             "statistic": round(verdict.statistic, 3) if math.isfinite(verdict.statistic) else 99.0,
             "z_threshold": round(self.rule.z_threshold, 3), "dispersion": round(verdict.dispersion, 3),
-            "test": "two_sample_z" if verdict.baseline_share is not None else "one_sample_z_vs_prior",
+            "test": "two_sample_deviance" if verdict.baseline_share is not None else "one_sample_z_vs_prior",
             "estimator": verdict.estimator,
             "fired_at": format_timestamp(fired_ms), "resolved_at": format_timestamp(resolved_ms) if resolved_ms else None,
         }

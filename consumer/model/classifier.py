@@ -16,7 +16,7 @@ import numpy as np
 from model_runtime.calibration import apply_temperature, temperature_of
 from model_runtime.decision import decide
 from model_runtime.runners import DEFAULT_ONNX_CACHE_DIR, open_runner
-from model_runtime.stats.rates import Rates
+from model_runtime.stats.rates import RatingCutoffs, Rates
 from schemas import normalize_query
 
 from .cache import InferenceCache
@@ -58,6 +58,8 @@ class SentimentClassifier:
         self.rule = self.manifest["decision"]
         self.temperature = temperature_of(self.manifest)  # 1.0 for manifests without calibration
         self.rates = checkpoint_rates(self.manifest)
+        hyper = self.manifest.get("hyperparameters", {})  # rated reviews become rate examples as the trainer labelled them
+        self.ratings = RatingCutoffs(hyper.get("negative_max_rating", 2), hyper.get("positive_min_rating", 4))
         self.device = self.runner.device
         self.cache = InferenceCache(cache_size, self.version)
 

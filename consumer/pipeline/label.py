@@ -20,8 +20,6 @@ from schemas import ErrorCode, labelled_event
 from ..kafka.output import Outgoing
 from ..model.language import route_of
 from ..observability import Metrics
-from model_runtime.stats.rates import RatingCutoffs
-
 from ..state.counters import MICRO, CounterLayout, Increment, RatedExample, model_key
 from .records import DecodedBatch, LabelledBatch, Record
 from .validate import dead_letter
@@ -29,7 +27,6 @@ from .validate import dead_letter
 log = logging.getLogger("consumer.label")
 # A text any working model can label: when it fails too, the failure is not the events'.
 PROBE_TEXT = "good product"
-RATINGS = RatingCutoffs()  # stars to labels, as the trainer maps them by default
 
 
 class ModelUnavailable(Exception):
@@ -104,7 +101,7 @@ class Labeller:
                 record.increments.append(Increment("query", event.query_norm, *where))
             record.increments.append(Increment("product", event.product_id, *where))
             rating = event.data.get("rating")
-            if rating is not None and (true := RATINGS.label(int(rating))) in classifier.labels:
+            if rating is not None and (true := classifier.ratings.label(int(rating))) in classifier.labels:
                 # A rated review is a weakly labelled example of the shop's own domain: its version's rates.
                 record.rated.append(RatedExample(model, source.topic, source.partition, source.offset, true, micro))
         return batch

@@ -22,7 +22,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 NEGATIVE = "negative"
-SOURCES = ("stream", "checkpoint_stream", "validation")
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class Rates:
     mean_probs: np.ndarray  # [true label][predicted label]
     support: tuple[int, ...]  # examples per true label
     negative_variance: tuple[float, ...]  # variance of P(negative) among each true label's examples
-    source: str  # one of SOURCES
+    source: str  # "stream" | "checkpoint_stream" | "validation"
 
     @property
     def examples(self) -> int:

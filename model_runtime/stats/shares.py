@@ -87,7 +87,6 @@ class VersionEstimate:
     share: float
     sampling_variance: float  # from the window's events
     rate_variance: float  # from the rates' own sampling error
-    slope: float  # dπ/dq: 1 for pcc and cc, 1 / (m1 - m0) for pacc
     estimator: str  # "pacc" | "pcc" | "cc"
     count: int
 
@@ -129,9 +128,10 @@ def estimate_version(tally: Tally, rates: Rates | None) -> VersionEstimate:
     q = tally.mean_negative()
     sampling = tally.negative_variance() / n + 1 / (4 * n * n)
     if not tally.prob_sums:
-        return VersionEstimate(q, sampling, 0.0, 1.0, "cc", n)
-    if rates is None or set(rates.labels) != set(tally.prob_sums) or not rates.usable():
-        return VersionEstimate(q, sampling, 0.0, 1.0, "pcc", n)
+        return VersionEstimate(q, sampling, 0.0, "cc", n)
+    # A label missing from the sums had no probability above a micro-unit: it counts as 0.
+    if rates is None or not tally.prob_sums.keys() <= set(rates.labels) or not rates.usable():
+        return VersionEstimate(q, sampling, 0.0, "pcc", n)
     labels = list(rates.labels)
     means = np.array([tally.prob_sums.get(label, 0.0) / n for label in labels])
     rows = rates.present  # true labels with examples: only those can be solved for
@@ -147,7 +147,7 @@ def estimate_version(tally: Tally, rates: Rates | None) -> VersionEstimate:
     var_m1 = variance[i]
     var_m0 = float(sum(w * w * variance[k] for w, k in zip(weights, others)))
     rate_variance = (share * share * var_m1 + (1 - share) ** 2 * var_m0) / (spread * spread)
-    return VersionEstimate(share, sampling / (spread * spread), rate_variance, 1 / spread, "pacc", n)
+    return VersionEstimate(share, sampling / (spread * spread), rate_variance, "pacc", n)
 
 
 WEAKEST = ("cc", "pcc", "pacc")

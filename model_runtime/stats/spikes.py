@@ -9,12 +9,16 @@ is not tested.
 Size: the rise D = Σ w_v (π_short,v − π_base,v) of the estimated shares (shares.py), w_v the
 version's share of the compared short-window events. It fires when D ≥ min_increase.
 
-Significance, of the same rise: per version, the signed root of the quasi-binomial deviance of
-the short window's mean P(negative) q_s against the baseline's q_0,
+Significance, of the same rise: per version, the signed root of the two-sample quasi-binomial
+deviance of the short window's mean P(negative) q_s (moved half an event toward q_0, a continuity
+correction) and the baseline's q_0 against their pooled mean p (a likelihood-ratio test of
+"no change"),
 
-  z_v = sign(q_s − q_0) √( 2 n* KL(q_s ‖ q_0) / (φ σ² / q_0(1 − q_0)) ),   n* = (1/n_short + 1/n_base)⁻¹
+  z_v = sign(q_s − q_0) √( 2 [n_s KL(q_s ‖ p) + n_b KL(q_0 ‖ p)] / (φ σ² / q_0(1 − q_0)) )
 
-(π is linear in q within a version, so this is the rise D's own test). σ² is the per-event
+(within a version the size is a linear map of q: exactly so for two labels, π = (q − m0)/(m1 − m0);
+with three, m0 also weighs the other labels' estimated shares, so the test is that of the binary
+reduction). σ² is the per-event
 variance of P(negative) in the baseline; φ ≥ 1 the over-dispersion of the baseline's hourly
 buckets (repeated snippets and hour-to-hour drift spread buckets more than independent events
 would). Unlike a Wald z, the deviance keeps the skewed tail of a small count at a low share,
@@ -60,6 +64,8 @@ class SpikeRule:
     def __post_init__(self) -> None:
         if self.false_alarm_days <= 0 or self.window_s <= 0 or self.step_s <= 0:
             raise ValueError("false_alarm_days, window_s and step_s must be > 0")
+        if self.min_baseline < 1:
+            raise ValueError(f"min_baseline must be >= 1, got {self.min_baseline}")
 
     @property
     def z_threshold(self) -> float:
@@ -88,14 +94,14 @@ class Verdict:
 MEDIAN_CHI2_1 = 0.4549  # the median of a χ² variable with one degree of freedom
 
 
-def dispersion(buckets: Sequence[Tally], min_buckets: int = 6) -> float:
+def dispersion(buckets: Sequence[Tally], min_buckets: int = 6) -> float | None:
     """How much more the buckets' mean P(negative) spreads than independent events would: the median
     of the squared standardized residuals over the median of χ²₁. 1 for independent events. The
-    median, not Pearson's mean, so one hour holding a spike does not widen every later test; 1 with
-    fewer than min_buckets filled buckets, too few to tell."""
+    median, not Pearson's mean, so one hour holding a spike does not widen every later test; None
+    with fewer than min_buckets filled buckets, too few to tell."""
     filled = [b for b in buckets if b.n]
     if len(filled) < min_buckets:
-        return 1.0
+        return None
     pooled = Tally()
     for b in filled:
         pooled.add(b)
@@ -108,19 +114,31 @@ def dispersion(buckets: Sequence[Tally], min_buckets: int = 6) -> float:
     return max(1.0, median / MEDIAN_CHI2_1)
 
 
-def signed_deviance(q_short: float, q_base: float, n_star: float, scale: float) -> float:
-    """Signed root of the quasi-binomial deviance of a mean q_short over n* events against q_base."""
-    q0 = min(1 - 1e-6, max(1e-6, q_base))
-    q1 = min(1 - 1e-6, max(1e-6, q_short))
-    kl = q1 * math.log(q1 / q0) + (1 - q1) * math.log((1 - q1) / (1 - q0))
-    return math.copysign(math.sqrt(max(0.0, 2 * n_star * kl / scale)), q1 - q0)
+def _kl(q: float, p: float) -> float:
+    q, p = min(1 - 1e-9, max(1e-9, q)), min(1 - 1e-9, max(1e-9, p))
+    return q * math.log(q / p) + (1 - q) * math.log((1 - q) / (1 - p))
+
+
+def signed_deviance(q_short: float, n_short: float, q_base: float, n_base: float, scale: float) -> float:
+    """Signed root of the two-sample quasi-binomial deviance: the short window's and the baseline's mean
+    P(negative) against their pooled mean (both samples' own noise, so a young baseline is no sharper
+    than it is), divided by the quasi-likelihood scale. The short mean moves half an event toward the
+    baseline first (a continuity correction): a small count at the edge, 21 negatives of 21, is a
+    discrete event whose exact tail is several times the likelihood ratio's."""
+    q_short -= math.copysign(min(abs(q_short - q_base), 0.5 / n_short), q_short - q_base)
+    pooled = (n_short * q_short + n_base * q_base) / (n_short + n_base)
+    deviance = 2 * (n_short * _kl(q_short, pooled) + n_base * _kl(q_base, pooled)) / scale
+    return math.copysign(math.sqrt(max(0.0, deviance)), q_short - q_base)
 
 
 def evaluate(rule: SpikeRule, short: Mapping[str, Tally], baseline: Mapping[str, Tally],
-             rates: Mapping[str, Rates | None], dispersions: Mapping[str, float] | None = None) -> Verdict:
+             rates: Mapping[str, Rates | None], dispersions: Mapping[str, float | None] | None = None) -> Verdict:
     """The verdict on one subject: short and baseline tallies per model version (the baseline
-    excludes the short window), each version's rates and the baseline's over-dispersion."""
+    excludes the short window), each version's rates and the baseline's over-dispersion. A version
+    too young to measure its own dispersion takes the subject's largest measured one: repeated
+    snippets and drift belong to the subject's traffic, not to the model that labels it."""
     dispersions = dispersions or {}
+    subject_phi = max((phi for phi in dispersions.values() if phi is not None), default=1.0)
     baseline_count = sum(t.n for t in baseline.values())
     if not any(t.n for t in short.values()):  # no traffic in the window: nothing is rising
         return Verdict(False, True, 0.0, None, 0.0, 0.0, 0, baseline_count)
@@ -138,11 +156,13 @@ def evaluate(rule: SpikeRule, short: Mapping[str, Tally], baseline: Mapping[str,
         s, b, r = short[v], baseline[v], rates.get(v)
         now, before = estimate_version(s, r), estimate_version(b, r)
         w = s.n / n_short
-        phi = min(rule.max_dispersion, dispersions.get(v, 1.0))
+        phi = min(rule.max_dispersion, dispersions.get(v) or subject_phi)
         q0 = b.mean_negative()
-        sigma2 = (b.n * b.negative_variance() + 2 * 0.25) / (b.n + 2)  # two pseudo-events keep a uniform baseline from a zero variance
-        scale = phi * sigma2 / max(q0 * (1 - q0), 1e-6)
-        stouffer += math.sqrt(s.n) * signed_deviance(s.mean_negative(), q0, 1 / (1 / s.n + 1 / b.n), scale)
+        # Two pseudo-events (one negative, one not) keep a baseline without negatives from a zero variance.
+        sigma2 = (b.n * b.negative_variance() + 2 * 0.25) / (b.n + 2)
+        smoothed = (b.n * q0 + 1) / (b.n + 2)
+        scale = phi * min(1.0, sigma2 / (smoothed * (1 - smoothed)))
+        stouffer += math.sqrt(s.n) * signed_deviance(s.mean_negative(), s.n, q0, b.n, scale)
         rise += w * (now.share - before.share)
         short_share += w * now.share
         base_share += w * before.share

@@ -14,7 +14,8 @@ from consumer import views
 from consumer.alerts.state import AlertStore
 from consumer.errors import ConfigError
 from consumer.redis_client import connect, refuse_evicting
-from consumer.state.counters import CounterLayout, CounterStore, Increment
+from consumer.state.counters import CounterLayout, CounterStore, Increment, RatedExample
+from consumer.state.rates import RateStore
 from consumer.state.routing import NotReplicated, Replication, ScriptRunner
 from tests.services.redis_cluster import LocalRedisCluster
 
@@ -57,10 +58,20 @@ def test_counters_exact_under_redelivery_across_masters(client, cluster):
         expected.setdefault(e.name, Counter())[e.label] += 1
     for name, counts in expected.items():
         assert store.window_stats_many([("query", name, 3600)], now)[0].counts == counts
-    reply = views.query_sentiment(store, "query 7 蓝牙", "1h")
+    rates = RateStore(store, min_per_label=2, cache_s=0)
+    reply = views.query_sentiment(store, rates, "query 7 蓝牙", "1h")
     assert reply["counts"] == dict(expected["query 7 蓝牙"]) and reply["total"] == 15
-    ranked = views.top(store, label="negative", window="1h", min_count=1, limit=50)
+    ranked = views.top(store, rates, label="negative", window="1h", min_count=1, limit=50)
     assert {row["query"] for row in ranked["results"]} == set(expected)
+    # A version's stream rates live under a tag of their own, on whichever master owns it; replays are fenced.
+    probs = {label: tuple((other, 800_000 if other == label else 100_000) for other in LABELS) for label in LABELS}
+    rated = [RatedExample("english:v1", "reviews", 0, o, LABELS[o % 3], probs[LABELS[o % 3]]) for o in range(6)]
+    store.apply([], now, rated)
+    store.apply([], now, rated)
+    rates.publish_checkpoint("english:v1", list(LABELS), {})
+    assert rates.stream_support("english:v1") == {label: 2 for label in LABELS}
+    stream = rates.read(["english:v1"])["english:v1"]
+    assert stream.source == "stream" and stream.support == (2, 2, 2) and stream.mean_probs[0][0] == 0.8
 
 
 def test_alert_state_outbox_and_reads(client):

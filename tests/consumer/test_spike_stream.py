@@ -14,6 +14,7 @@ import orjson
 from consumer.state.rates import RateStore
 from consumer.views import query_sentiment
 from model_runtime.stats.shares import estimate_version
+from model_runtime.stats.spikes import SpikeRule, evaluate
 from schemas.checkpoint import MANIFEST_FILE
 from trainer.publish import point_latest
 
@@ -53,8 +54,8 @@ def test_a_burst_of_100_steady_queries_and_2_spiking_ones_pages_for_the_spikes_o
         backlog += _traffic(query, pools, rng, share, 80, (6, 6 * 60), now, f"history-{query}")  # six hours of history
     for query, share in spiking.items():  # busier: the test checkpoint is a weak classifier, so a spike needs volume
         backlog += _traffic(query, pools, rng, share, 150, (6, 6 * 60), now, f"history-{query}")
-    for query, share in steady.items():
-        backlog += _traffic(query, pools, rng, share, 12, (0.1, 3.9), now, f"now-{query}")  # steady, this minute
+    for query, share in steady.items():  # steady, and enough of it in the window to be tested
+        backlog += _traffic(query, pools, rng, share, 40, (0.1, 3.9), now, f"now-{query}")
     for query, share in spiking.items():
         backlog += _traffic(query, pools, rng, share + 0.6, 160, (0.1, 3.9), now, f"spike-{query}")
     _send(bootstrap, topics["input"], backlog)
@@ -65,7 +66,7 @@ def test_a_burst_of_100_steady_queries_and_2_spiking_ones_pages_for_the_spikes_o
     assert sorted((a["subject"], a["query"] or a["product_id"], a["state"]) for a in alerts) == [
         ("product", "p-gaming chair", "firing"), ("product", "p-smart watch", "firing"),
         ("query", "gaming chair", "firing"), ("query", "smart watch", "firing")]
-    assert all(a["test"] == "two_sample_z" and a["statistic"] >= a["z_threshold"] > 4.4 for a in alerts)
+    assert all(a["test"] == "two_sample_deviance" and a["statistic"] >= a["z_threshold"] > 4.4 for a in alerts)
 
 
 def test_a_model_swap_mid_stream_raises_no_alert(stream, tiny_checkpoint, tmp_path):
@@ -88,22 +89,28 @@ def test_a_model_swap_mid_stream_raises_no_alert(stream, tiny_checkpoint, tmp_pa
     point_latest(root, "v2")
     wait_for(lambda: any(line.get("msg") == "model version loaded; swapping in at the next batch" for line in proc.logs()),
              60, "v2 to load")
-    current = [e for query, share in shares.items() for e in _traffic(query, pools, rng, share, 30, (0.1, 3.9), now, f"c-{query}")]
+    # After the swap: v2 labels the last half hour's traffic (its own baseline) and the current window.
+    current = [e for query, share in shares.items() for e in _traffic(query, pools, rng, share, 60, (6, 30), now, f"c-{query}")
+               + _traffic(query, pools, rng, share, 30, (0.1, 3.9), now, f"c-now-{query}")]
     _send(bootstrap, topics["input"], current)
     labelled = read_topic(bootstrap, topics["output"], expect=len(history) + len(current), timeout=180)
     outputs = [orjson.loads(m.value()) for m in labelled]
     assert {e["model"]["version"] for e in outputs if e["event_id"].startswith("c-")} == {"20261202T110000Z-v2"}
     time.sleep(5)  # evaluation follows the counter write: give the last batches' checks time to run
     assert _alerts(bootstrap, f"{topics['output']}-alerts", expect=1, settle=5) == []
-    # What one set of rates for every version (the old global key) would have compared: v2's short
-    # window corrected with v1's rates, against v1's baseline.
+    # v2 was compared with its own baseline, not skipped: every query was tested, and none fired. What one
+    # set of rates for every version (the old global key) would have compared instead: v2's short window
+    # corrected with v1's rates, against v1's baseline.
     store, rates = stream["store"], RateStore(stream["store"])
     first, second = "english:20261202T100000Z-v1", "english:20261202T110000Z-v2"
     jumps = []
     for query in shares:
         view = query_sentiment(store, rates, query, "1h")
         assert {m["model"] for m in view["models"]} == {first, second}
-        short, base = store.window_stats_many([("query", query, 300), ("query", query, 86400)], int(time.time() * 1000))
+        short, longer = store.window_stats_many([("query", query, 300), ("query", query, 86400)], int(time.time() * 1000))
+        base = longer.minus(short)
+        verdict = evaluate(SpikeRule(), short.tallies, base.tallies, rates.read([first, second]))
+        assert verdict.tested and not verdict.firing and base.tallies[second].n >= 50, (query, verdict)
         v1_rates = rates.read([first])[first]
         jumps.append(estimate_version(short.tallies[second], v1_rates).share - estimate_version(base.tallies[first], v1_rates).share)
     assert sorted(jumps)[len(jumps) // 2] > 0.15  # a version-blind rule would have paged for most of them

@@ -36,8 +36,13 @@ def test_threshold_follows_the_target_time_between_false_alarms():
 def test_size_and_significance_come_from_one_statistic():
     v = verdict(30, 50, 100, 1000)
     sigma2 = (1000 * 0.1 * 0.9 + 0.5) / 1002  # the baseline's per-event variance, two pseudo-events
-    kl = 0.6 * math.log(0.6 / 0.1) + 0.4 * math.log(0.4 / 0.9)
-    z = math.sqrt(2 * kl / (1 / 50 + 1 / 1000) / (sigma2 / 0.09))  # the signed-root deviance of the same rise
+    smoothed = 101 / 1002  # its share with the same pseudo-events
+    pooled = (29.5 + 100) / 1050  # the short window's 30 negatives less half an event (continuity)
+
+    def kl(q, p):
+        return q * math.log(q / p) + (1 - q) * math.log((1 - q) / (1 - p))
+
+    z = math.sqrt(2 * (50 * kl(0.59, pooled) + 1000 * kl(0.1, pooled)) / (sigma2 / (smoothed * (1 - smoothed))))  # the signed-root deviance
     assert v.firing and v.statistic == pytest.approx(z) and v.rise == pytest.approx(0.5)
     assert v.baseline_share == pytest.approx(0.1) and v.count == 50
 
@@ -47,7 +52,7 @@ def test_the_deviance_keeps_the_false_alarm_rate_of_small_counts_at_low_shares()
     n, p = 30, 0.05
     pmf = [math.comb(n, k) * p ** k * (1 - p) ** (n - k) for k in range(n + 1)]
     wald = sum(pmf[k] for k in range(n + 1) if (k / n - p) / math.sqrt(p * (1 - p) / n) >= 4)
-    deviance = sum(pmf[k] for k in range(n + 1) if signed_deviance(k / n, p, n, 1.0) >= 4)
+    deviance = sum(pmf[k] for k in range(n + 1) if signed_deviance(k / n, n, p, 10**9, 1.0) >= 4)
     normal = 1 - NormalDist().cdf(4)
     assert wald > 5 * normal  # a Wald z pages far more often than it says
     assert deviance < 3 * normal
@@ -65,10 +70,15 @@ def test_a_significant_rise_that_is_not_large_does_not_fire():
     assert v.statistic > 10 and not v.firing
 
 
+def test_a_baseline_without_negatives_still_lets_a_spike_fire():
+    v = verdict(25, 50, 0, 1000)
+    assert v.firing and v.statistic > 10
+
+
 def test_a_rise_that_the_per_test_rule_would_page_for_is_not_enough_per_subject_day():
-    v = verdict(17, 40, 200, 1000)  # 42% vs 20% over 40 events: z = 3.2, past 2.33 but not the 4.83 a day needs
+    v = verdict(17, 40, 200, 1000)  # 42% vs 20% over 40 events: z = 3.0, past 2.33 but not the 4.83 a day needs
     assert 2.33 < v.statistic < RULE.z_threshold and not v.firing
-    assert verdict(17, 40, 200, 1000, SpikeRule(false_alarm_days=0.5)).firing
+    assert verdict(17, 40, 200, 1000, SpikeRule(false_alarm_days=0.2)).firing
 
 
 def test_a_swap_is_compared_like_with_like():
@@ -92,7 +102,10 @@ def test_over_dispersed_baselines_widen_the_test():
     drifting = [tally(int(rng.binomial(60, p)), 60) for p in rng.uniform(0.05, 0.5, 24)]
     assert dispersion(independent) < 2.0
     assert dispersion(drifting) > 4.0
-    assert dispersion(drifting[:5]) == 1.0  # too few buckets to tell
+    assert dispersion(drifting[:5]) is None  # too few buckets to tell
+    young = evaluate(RULE, {"v2": tally(28, 50)}, {"v1": tally(200, 1000), "v2": tally(200, 1000)}, {},
+                     {"v1": dispersion(drifting), "v2": None})
+    assert young.dispersion == pytest.approx(dispersion(drifting))  # a version just swapped in inherits the subject's
     assert dispersion([*independent[:22], tally(54, 60)]) < 2.0  # one hour holding a spike does not widen later tests
     plain = verdict(28, 50, 200, 1000)
     wide = evaluate(RULE, {"v": tally(28, 50)}, {"v": tally(200, 1000)}, {}, {"v": dispersion(drifting)})
