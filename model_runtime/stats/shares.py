@@ -98,7 +98,6 @@ class ShareEstimate:
     high: float | None
     estimator: str  # "pacc" | "pcc" | "cc" | "none": the weakest any version needed
     count: int
-    labelled_negative: int = 0  # events the decision rule labelled negative (the counting statistic)
     variance: float = 0.0  # of the share: the window's sampling error and the rates' own
     versions: tuple[tuple[str, VersionEstimate, Rates | None], ...] = ()
 
@@ -153,7 +152,7 @@ def estimate_version(tally: Tally, rates: Rates | None) -> VersionEstimate:
 WEAKEST = ("cc", "pcc", "pacc")
 
 
-def combine(estimates: list[tuple[str, VersionEstimate, Rates | None]], labelled_negative: int = 0) -> ShareEstimate:
+def combine(estimates: list[tuple[str, VersionEstimate, Rates | None]]) -> ShareEstimate:
     """The count-weighted mean of per-version shares, variances added with squared weights."""
     total = sum(e.count for _, e, _ in estimates)
     if not total:
@@ -162,8 +161,7 @@ def combine(estimates: list[tuple[str, VersionEstimate, Rates | None]], labelled
     variance = sum((e.count / total) ** 2 * (e.sampling_variance + e.rate_variance) for _, e, _ in estimates)
     half = Z95 * math.sqrt(variance)
     estimator = min((e.estimator for _, e, _ in estimates), key=WEAKEST.index)
-    return ShareEstimate(share, max(0.0, share - half), min(1.0, share + half), estimator, total, labelled_negative,
-                         variance, tuple(estimates))
+    return ShareEstimate(share, max(0.0, share - half), min(1.0, share + half), estimator, total, variance, tuple(estimates))
 
 
 def estimate_negative_share(tallies: Mapping[str, Tally], rates: Mapping[str, Rates | None]) -> ShareEstimate:
@@ -171,4 +169,4 @@ def estimate_negative_share(tallies: Mapping[str, Tally], rates: Mapping[str, Ra
     each corrected with its own rates (rates[version]; missing: pcc)."""
     estimates = [(version, estimate_version(t, rates.get(version)), rates.get(version))
                  for version, t in sorted(tallies.items()) if t.n]
-    return combine(estimates, sum(t.counts.get(NEGATIVE, 0) for t in tallies.values()))
+    return combine(estimates)

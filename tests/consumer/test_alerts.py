@@ -52,7 +52,7 @@ def test_one_firing_for_the_spike_none_for_steady_queries_then_resolved(detector
     now = int(time.time() * 1000)
     queries = [f"steady query {i}" for i in range(12)] + ["smart watch"]
     for q in queries:
-        feed.add(q, negative=10, other=90, ts_ms=now - 60 * MINUTE)  # baseline: 10% negative
+        feed.add(q, negative=20, other=180, ts_ms=now - 60 * MINUTE)  # baseline: 10% negative, 200 events
         feed.add(q, negative=3, other=27, ts_ms=now - MINUTE)  # short window: steady
     feed.add("smart watch", negative=40, other=0, ts_ms=now - MINUTE)  # the spike
     feed.add("tiny query", negative=2, other=0, ts_ms=now - MINUTE)  # 2/2 negative, too few
@@ -124,7 +124,7 @@ def test_consumer_alerts_end_to_end(stream, tiny_checkpoint):
     steady = [f"steady {i}" for i in range(6)]
     backlog = []
     for q in steady + ["smart watch"]:
-        backlog += mixed_events(q, pools, 10, 90, now - 60 * MINUTE, f"base-{q}")  # baseline 10% negative
+        backlog += mixed_events(q, pools, 20, 180, now - 60 * MINUTE, f"base-{q}")  # baseline 10% negative, 200 events
         backlog += mixed_events(q, pools, 3, 27, now - MINUTE, f"short-{q}")  # steady short window
     backlog += mixed_events("tiny query", pools, 2, 0, now - MINUTE, "tiny")
     produce(bootstrap, topics["input"], backlog)

@@ -51,9 +51,9 @@ def test_a_burst_of_100_steady_queries_and_2_spiking_ones_pages_for_the_spikes_o
     spiking = {"smart watch": 0.10, "gaming chair": 0.20}
     backlog = []
     for query, share in steady.items():
-        backlog += _traffic(query, pools, rng, share, 80, (6, 6 * 60), now, f"history-{query}")  # six hours of history
+        backlog += _traffic(query, pools, rng, share, 200, (6, 6 * 60), now, f"history-{query}")  # six hours of history
     for query, share in spiking.items():  # busier: the test checkpoint is a weak classifier, so a spike needs volume
-        backlog += _traffic(query, pools, rng, share, 150, (6, 6 * 60), now, f"history-{query}")
+        backlog += _traffic(query, pools, rng, share, 250, (6, 6 * 60), now, f"history-{query}")
     for query, share in steady.items():  # steady, and enough of it in the window to be tested
         backlog += _traffic(query, pools, rng, share, 40, (0.1, 3.9), now, f"now-{query}")
     for query, share in spiking.items():
@@ -83,14 +83,14 @@ def test_a_model_swap_mid_stream_raises_no_alert(stream, tiny_checkpoint, tmp_pa
     proc = stream["start"]("swap", extra=[*FLAGS, "--checkpoint", str(root / "latest"), "--reload-interval-s", "0.5"])
     pools, rng, now = pick_texts(tiny_checkpoint, confident=True), random.Random(12), int(time.time() * 1000)
     shares = {f"query {i}": rng.uniform(0.03, 0.15) for i in range(20)}
-    history = [e for query, share in shares.items() for e in _traffic(query, pools, rng, share, 80, (6, 6 * 60), now, f"h-{query}")]
+    history = [e for query, share in shares.items() for e in _traffic(query, pools, rng, share, 200, (30, 6 * 60), now, f"h-{query}")]
     _send(bootstrap, topics["input"], history)
     read_topic(bootstrap, topics["output"], expect=len(history), timeout=180)
     point_latest(root, "v2")
     wait_for(lambda: any(line.get("msg") == "model version loaded; swapping in at the next batch" for line in proc.logs()),
              60, "v2 to load")
     # After the swap: v2 labels the last half hour's traffic (its own baseline) and the current window.
-    current = [e for query, share in shares.items() for e in _traffic(query, pools, rng, share, 60, (6, 30), now, f"c-{query}")
+    current = [e for query, share in shares.items() for e in _traffic(query, pools, rng, share, 200, (6, 30), now, f"c-{query}")
                + _traffic(query, pools, rng, share, 30, (0.1, 3.9), now, f"c-now-{query}")]
     _send(bootstrap, topics["input"], current)
     labelled = read_topic(bootstrap, topics["output"], expect=len(history) + len(current), timeout=180)
@@ -110,7 +110,7 @@ def test_a_model_swap_mid_stream_raises_no_alert(stream, tiny_checkpoint, tmp_pa
         short, longer = store.window_stats_many([("query", query, 300), ("query", query, 86400)], int(time.time() * 1000))
         base = longer.minus(short)
         verdict = evaluate(SpikeRule(), short.tallies, base.tallies, rates.read([first, second]))
-        assert verdict.tested and not verdict.firing and base.tallies[second].n >= 50, (query, verdict)
+        assert verdict.tested and not verdict.firing and base.tallies[second].n >= SpikeRule().min_baseline, (query, verdict)
         v1_rates = rates.read([first])[first]
         jumps.append(estimate_version(short.tallies[second], v1_rates).share - estimate_version(base.tallies[first], v1_rates).share)
     assert sorted(jumps)[len(jumps) // 2] > 0.15  # a version-blind rule would have paged for most of them

@@ -26,7 +26,7 @@ def verdict(short_negative, short_total, base_negative, base_total, rule=RULE):
 
 
 def test_threshold_follows_the_target_time_between_false_alarms():
-    assert RULE.z_threshold == pytest.approx(4.83, abs=0.01)  # a fresh look each minute: 1440 a day, 1000 days
+    assert RULE.z_threshold == pytest.approx(4.59, abs=0.01)  # a fresh look each minute: 1440 a day, 300 days
     assert SpikeRule(false_alarm_days=10).z_threshold < RULE.z_threshold < SpikeRule(false_alarm_days=100_000).z_threshold
     assert SpikeRule(step_s=10).z_threshold > RULE.z_threshold  # more looks a day need a stricter test
     with pytest.raises(ValueError):
@@ -76,7 +76,7 @@ def test_a_baseline_without_negatives_still_lets_a_spike_fire():
 
 
 def test_a_rise_that_the_per_test_rule_would_page_for_is_not_enough_per_subject_day():
-    v = verdict(17, 40, 200, 1000)  # 42% vs 20% over 40 events: z = 3.0, past 2.33 but not the 4.83 a day needs
+    v = verdict(17, 40, 200, 1000)  # 42% vs 20% over 40 events: z = 3.0, past 2.33 but not the 4.59 a day needs
     assert 2.33 < v.statistic < RULE.z_threshold and not v.firing
     assert verdict(17, 40, 200, 1000, SpikeRule(false_alarm_days=0.2)).firing
 
