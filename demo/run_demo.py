@@ -93,7 +93,7 @@ def main() -> int:
     parser.add_argument("--multilingual-checkpoint", default=os.environ.get("MULTILINGUAL_CHECKPOINT", ""),
                         help="checkpoint for Chinese and mixed text; without it every event goes to --checkpoint [env MULTILINGUAL_CHECKPOINT]")
     parser.add_argument("--events", type=int, default=2400, help="live events to produce (after the backfilled history)")
-    parser.add_argument("--history", type=int, default=1800, help="events backfilled over the past 2 hours (the alert baseline)")
+    parser.add_argument("--history", type=int, default=3600, help="events backfilled over the past 2 hours (the alert baseline: about 250 a query, past --alert-min-baseline)")
     parser.add_argument("--rate", type=float, default=40.0, help="events per second produced")
     parser.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"), help="[env KAFKA_BOOTSTRAP_SERVERS]")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="[env REDIS_URL]")

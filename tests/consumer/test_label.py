@@ -11,6 +11,7 @@ from consumer.observability import Metrics
 from consumer.pipeline.label import Labeller, ModelUnavailable
 from consumer.pipeline.validate import Validator
 from consumer.state.counters import CounterLayout
+from model_runtime.stats.rates import RatingCutoffs
 from schemas import DEFAULT_LIMITS
 
 from .harness import make_events
@@ -30,6 +31,7 @@ class FakeMessage:
 
 class FakeModel:
     labels = ["negative", "neutral", "positive"]
+    ratings = RatingCutoffs()
 
     def __init__(self, broken: bool = False, name: str = "fake", version: str = "v1") -> None:
         self.calls = 0
@@ -75,6 +77,12 @@ def test_each_event_is_labelled_by_its_routes_model_in_input_order():
     assert english.calls == 1 and multilingual.calls == 1  # one sub-batch per model, not one pass per event
     assert sorted(multilingual.texts) == sorted([events[0]["text"], events[1]["text"], events[3]["text"]])
     assert all(len(record.increments) == 2 for record in batch.records)  # every route counts alike
+    assert {inc.model for record in batch.records[:2] for inc in record.increments} == {"multilingual:v-ml"}
+    # Reviews with stars become rate examples of the version that labelled them, with the star-derived label.
+    reviews = {i: e["rating"] for i, e in enumerate(events) if e["event_type"] == "review"}
+    assert [(r.model, r.true_label) for r in batch.rated] == [
+        ({0: "multilingual:v-ml", 3: "multilingual:v-ml"}.get(i, "english:v-en"), RatingCutoffs().label(stars))
+        for i, stars in reviews.items()]
 
 
 def test_model_failure_splits_batch_and_dead_letters_only_the_offender():
