@@ -27,7 +27,7 @@ export TOKENIZERS_PARALLELISM := false
 USE_EXISTING_SERVICES ?= 0
 PYTEST_ARGS ?=
 
-.PHONY: help install browser services-up services-down services-status services-reset test chaos chaos-cluster demo checkpoint checkpoint-english checkpoint-multilingual-demo retrain bench bench-cluster clean
+.PHONY: help install browser services-up services-down services-status services-reset test chaos chaos-cluster demo checkpoint checkpoint-english checkpoint-multilingual-demo retrain bench bench-shares bench-alerts bench-cluster clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -127,8 +127,15 @@ bench: $(STAMP) services-up checkpoint  ## benchmarks in one run (~35 min); resu
 	$(PY) bench/bench_validator.py
 	$(PY) bench/bench_pipeline.py --checkpoint checkpoints/latest
 	$(PY) bench/bench_shares.py --checkpoint checkpoints/latest
+	$(PY) bench/bench_alerts.py --checkpoint checkpoints/latest
 	$(PY) bench/bench_languages.py --checkpoint checkpoints/latest --multilingual-checkpoint checkpoints/multilingual/latest
 	$(PY) bench/bench_backends.py --checkpoint checkpoints/latest --multilingual-checkpoint checkpoints/multilingual/latest
+
+bench-shares: $(STAMP) checkpoint-english  ## share estimators against known shares (~1 min, no services): error and interval coverage, before vs after
+	$(PY) bench/bench_shares.py --checkpoint checkpoints/latest
+
+bench-alerts: $(STAMP) checkpoint-english  ## the spike rule over a simulated day (~2 min, no services): false alarms, power, swap; before vs after
+	$(PY) bench/bench_alerts.py --checkpoint checkpoints/latest
 
 bench-cluster: $(STAMP) checkpoint  ## scale-out figures on the local clusters (~10 min): rebalance pauses, members, WAIT
 	$(CLUSTER_ENV) services/services.sh up
