@@ -70,7 +70,7 @@ browser:  ## install Chromium, chromedriver and a CJK font for the dashboard tes
 test: $(STAMP) services-up browser  ## the whole suite against the real Kafka and Redis (chaos scenarios: make chaos)
 	@$(PY) -m pytest -m "not chaos and not cluster" $(PYTEST_ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; else exit $$rc; fi; }
 
-chaos: $(STAMP) services-up  ## fault injection under load (~10 min); table in bench/results/chaos-latest.json
+chaos: $(STAMP) services-up  ## fault injection under load (~20 min); table in bench/results/chaos-latest.json
 	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
 
 # The clustered targets run with the local clusters' addresses, whatever the variables say.
