@@ -20,7 +20,7 @@ from model_runtime.inference import predict_probs
 from model_runtime.loading import pick_device
 from model_runtime.onnx_export import export_onnx
 from model_runtime.runners import half_dtype
-from model_runtime.stats.rates import measure_rates
+from model_runtime.stats.rates import CHECKPOINT_RATES, measure_rates
 from schemas.checkpoint import FORMAT_VERSION, MANIFEST_FILE, CheckpointError, read_manifest
 from schemas.kafka_connection import KafkaConnection
 
@@ -111,7 +111,7 @@ def _stream_rates(test: list, test_probs: np.ndarray, labels: list[str]) -> dict
     if not mask.any():
         return {}
     y = np.array([labels.index(e.label) for e in test])[mask]
-    return {"stream_rates": measure_rates(test_probs[mask], y, labels, "checkpoint_stream").as_dict()}
+    return {CHECKPOINT_RATES["checkpoint_stream"]: measure_rates(test_probs[mask], y, labels, "checkpoint_stream").as_dict()}
 
 
 def _recipe_hash(hyperparameters: dict, fingerprints: dict[str, str]) -> str:
@@ -277,7 +277,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         "max_length": model_args.max_length,
         "decision": decision,
         "calibration": calibration,
-        "share_estimation": measure_rates(val_probs, val_true, labels, "validation").as_dict(),
+        CHECKPOINT_RATES["validation"]: measure_rates(val_probs, val_true, labels, "validation").as_dict(),
         **_stream_rates(test, test_probs, labels),
         "metrics": metrics,
         "data": {

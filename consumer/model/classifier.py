@@ -16,7 +16,7 @@ import numpy as np
 from model_runtime.calibration import apply_temperature, temperature_of
 from model_runtime.decision import decide
 from model_runtime.runners import DEFAULT_ONNX_CACHE_DIR, open_runner
-from model_runtime.stats.rates import RatingCutoffs, Rates
+from model_runtime.stats.rates import RatingCutoffs, checkpoint_rates
 from schemas import normalize_query
 
 from .cache import InferenceCache
@@ -32,14 +32,6 @@ class Verdicts:
     truncated: int  # texts cut to max_length
     cache_hits: int
     forwarded: int  # texts that went through the model
-
-
-MANIFEST_RATES = {"checkpoint_stream": "stream_rates", "validation": "share_estimation"}  # source -> manifest field
-
-
-def checkpoint_rates(manifest: dict) -> dict[str, Rates]:
-    """The rates a checkpoint carries, by source: its stream test split's (kafka: data) and its validation split's."""
-    return {source: Rates.from_dict(manifest[key], source) for source, key in MANIFEST_RATES.items() if manifest.get(key)}
 
 
 class SentimentClassifier:

@@ -17,12 +17,9 @@ from typing import Iterable
 
 import orjson
 
-from model_runtime.stats.rates import Rates, choose_rates, rates_from_sums
+from model_runtime.stats.rates import CHECKPOINT_RATES, Rates, choose_rates, rates_from_sums
 
 from .counters import COARSE_SECONDS, MICRO, CounterStore
-
-CHECKPOINT_SOURCES = ("checkpoint_stream", "validation")
-
 
 class RateStore:
     def __init__(self, counters: CounterStore, min_per_label: int = 50, cache_s: float = 10.0) -> None:
@@ -56,7 +53,7 @@ class RateStore:
 
     def _choose(self, checkpoint_raw: bytes | None, sums_raw: dict[bytes, bytes]) -> Rates | None:
         checkpoint = orjson.loads(checkpoint_raw) if checkpoint_raw else {}
-        known = [Rates.from_dict(checkpoint[source], source) for source in CHECKPOINT_SOURCES if source in checkpoint]
+        known = [Rates.from_dict(checkpoint[source], source) for source in CHECKPOINT_RATES if source in checkpoint]
         labels = checkpoint.get("labels", ())
         stream = None
         if sums_raw and labels:

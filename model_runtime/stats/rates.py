@@ -113,6 +113,15 @@ def rates_from_sums(labels: Sequence[str], sums: Mapping[str, Mapping[str, float
     return Rates(tuple(labels), np.array(rows, dtype=float), tuple(support), tuple(variance), source)
 
 
+# A checkpoint's rates by source, best first, and the manifest field the trainer writes each to.
+CHECKPOINT_RATES = {"checkpoint_stream": "stream_rates", "validation": "share_estimation"}
+
+
+def checkpoint_rates(manifest: Mapping[str, Any]) -> dict[str, Rates]:
+    """The rates a checkpoint carries, by source: its stream test split's (kafka: data) and its validation split's."""
+    return {source: Rates.from_dict(manifest[field], source) for source, field in CHECKPOINT_RATES.items() if manifest.get(field)}
+
+
 def choose_rates(stream: Rates | None, checkpoint: Sequence[Rates], min_per_label: int) -> Rates | None:
     """The best usable rates: the stream's once every label it has seen has min_per_label rated examples,
     else the checkpoint's (its stream test split before its validation split); None when nothing is usable."""
