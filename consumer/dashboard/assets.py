@@ -14,9 +14,12 @@ PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' d
                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
-@cache
 def asset(name: str) -> tuple[str, bytes] | None:
     """(content type, bytes) of a dashboard file by its path under static/, or None."""
-    if name not in FILES:
-        return None
+    # Checked before the cache: names come from request paths, so an unknown one must not take an entry.
+    return _read(name) if name in FILES else None
+
+
+@cache
+def _read(name: str) -> tuple[str, bytes]:
     return TYPES[Path(name).suffix], (STATIC / name).read_bytes()

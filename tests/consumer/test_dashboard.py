@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.alerts.state import AlertStore
 from consumer.api import ReadAPI
+from consumer.dashboard import assets
 from consumer.state.rates import RateStore
 from consumer.dashboard.status import ConsumerStatus
 from consumer.observability import Health, Metrics, serve_metrics
@@ -332,3 +333,15 @@ def test_grafana_panels_query_metrics_the_consumer_exports(stream):
               "sentiment_batch_size_bucket", "sentiment_inference_seconds_bucket", "sentiment_end_to_end_latency_seconds_bucket",
               "sentiment_consumer_lag", "sentiment_redis_retries_total", "sentiment_alerts_total"]
     assert [name for name in wanted if not any(name in e for e in exprs)] == []
+
+
+def test_unknown_asset_names_take_no_cache_entries():
+    def cached_entries() -> int:
+        return sum(f.cache_info().currsize for f in vars(assets).values() if hasattr(f, "cache_info"))
+
+    for i in range(1000):  # request paths are the client's choice: junk must not grow the process
+        assert assets.asset(f"junk-{i}.js") is None
+    assert cached_entries() <= len(assets.FILES)
+    content_type, body = assets.asset("index.html")
+    assert content_type.startswith("text/html") and body == (assets.STATIC / "index.html").read_bytes()
+    assert assets.asset("index.html")[1] is body  # allowed files are still read once
