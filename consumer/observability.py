@@ -13,6 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from .httpserver import BoundedHTTPServer
 
+# librdkafka fetch states of a partition not assigned here (others: offset-query, offset-wait,
+# validate-epoch-wait while an assigned one starts or changes leader, then active).
+NOT_FETCHING = frozenset({"none", "stopping", "stopped"})
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -70,22 +73,29 @@ class Metrics:
         self.events_routed = Counter("sentiment_events_routed", "Valid events sent to each route's model (english, multilingual)", ["route"], registry=r)
         self.last_progress = time.monotonic()
         self.total_lag = 0
+        self._lag_labels: set[tuple[str, str]] = set()  # (topic, partition) of the lag gauges set
 
     def progressed(self) -> None:
         self.last_progress = time.monotonic()
 
     def on_stats(self, stats_json: str) -> None:
-        """librdkafka statistics callback: consumer lag per assigned partition."""
+        """librdkafka statistics callback: consumer lag per assigned partition; the gauges of
+        partitions no longer assigned here are removed, so no one alerts on a lag nobody here reads."""
         stats = orjson.loads(stats_json)
-        total = 0
+        lags: dict[tuple[str, str], int] = {}
         for topic, info in stats.get("topics", {}).items():
             for partition, p in info.get("partitions", {}).items():
                 lag = p.get("consumer_lag", -1)
-                if partition == "-1" or lag < 0:
+                # A revoked partition can stay in the report, stopped, with a lag from its last committed offset.
+                if partition == "-1" or lag < 0 or p.get("fetch_state") in NOT_FETCHING:
                     continue
-                self.lag.labels(topic, partition).set(lag)
-                total += lag
-        self.total_lag = total
+                lags[(topic, partition)] = lag
+        for labels in self._lag_labels - lags.keys():
+            self.lag.remove(*labels)
+        for labels, lag in lags.items():
+            self.lag.labels(*labels).set(lag)
+        self._lag_labels = set(lags)
+        self.total_lag = sum(lags.values())
 
 
 
