@@ -10,6 +10,7 @@ it, with or without new traffic.
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from typing import Iterable
 
 from .state import Subject
@@ -21,7 +22,8 @@ class EvaluationSchedule:
         self.window_s = window_s
         self.max_subjects = max_subjects
         self._due: dict[Subject, float] = {}
-        self._touched: dict[Subject, float] = {}
+        # Last touch of each touched subject, least recently touched first: evicting costs what it evicts.
+        self._touched: OrderedDict[Subject, float] = OrderedDict()
         self._heap: list[tuple[float, Subject]] = []
 
     def __len__(self) -> int:
@@ -30,12 +32,12 @@ class EvaluationSchedule:
     def touched(self, subjects: Iterable[Subject], now: float) -> None:
         for subject in subjects:
             self._touched[subject] = now
+            self._touched.move_to_end(subject)
             if subject not in self._due:
                 self._at(subject, now)
-        if len(self._due) > self.max_subjects:  # under a flood of new subjects, keep the recent ones
-            for subject in sorted(self._touched, key=self._touched.get)[: len(self._due) - self.max_subjects]:
-                self._due.pop(subject, None)
-                self._touched.pop(subject, None)
+        while len(self._due) > self.max_subjects and self._touched:  # under a flood of new subjects, keep the recent ones
+            subject, _ = self._touched.popitem(last=False)
+            self._due.pop(subject, None)
 
     def watch(self, subjects: Iterable[Subject], now: float) -> None:
         """Evaluate these (e.g. firing at start-up) now and while they stay firing."""
