@@ -13,6 +13,7 @@ import logging
 import math
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any, Iterable
 
 import orjson
@@ -26,6 +27,7 @@ from ..state.rates import RateStore
 from .state import AlertStore, Subject
 
 log = logging.getLogger("consumer.alerts")
+MAX_BASELINES = 100_000  # subjects whose baseline is kept between checks
 
 
 class SpikeDetector:
@@ -39,7 +41,9 @@ class SpikeDetector:
         self.cooldown_s = cooldown_s
         # The baseline moves slowly: re-read it once a minute, not per evaluation.
         self.baseline_refresh_s = baseline_refresh_s
-        self._baselines: dict[Subject, tuple[float, WindowStats, dict[str, float]]] = {}  # (read at, stats, dispersion per version)
+        # (read at, stats, dispersion per version), least recently used first: an LRU bounded by count,
+        # so forgetting costs what it forgets, on the loop thread.
+        self._baselines: OrderedDict[Subject, tuple[float, WindowStats, dict[str, float]]] = OrderedDict()
         self.firing: set[Subject] = set()  # firing after the last check, as this process saw it
 
     def check(self, subjects: Iterable[Subject], now_ms: int | None = None) -> list[dict[str, Any]]:
@@ -56,8 +60,6 @@ class SpikeDetector:
         due = list(dict.fromkeys(subjects))
         if not due:
             return []
-        if len(self._baselines) > 100_000:  # forget baselines not refreshed for a while
-            self._baselines = {s: b for s, b in self._baselines.items() if clock - b[0] < 3600}
         states = self.alerts.states(due)
         shorts = dict(zip(due, self.store.window_stats_many([(kind, name, self.window_s) for kind, name in due], now_ms)))
         rates = self.rates.read(model for stats in shorts.values() for model in stats.tallies)
@@ -71,6 +73,7 @@ class SpikeDetector:
         self.firing.update(s for s in due if states[s].get("state") == "firing")
         events = []
         for subject in candidates:
+            self._baselines.move_to_end(subject)
             _, baseline, dispersions = self._baselines[subject]
             state = states[subject]
             verdict = evaluate(rule, shorts[subject].tallies, baseline.tallies, rates, dispersions)
@@ -78,6 +81,8 @@ class SpikeDetector:
                 events.extend(self._fire(subject, verdict, now_ms))
             elif state.get("state") == "firing" and recovered(rule, verdict):
                 events.extend(self._resolve(subject, verdict, now_ms, state))
+        while len(self._baselines) > MAX_BASELINES:  # after this check's own baselines were read
+            self._baselines.popitem(last=False)
         return events
 
     def _refresh_baselines(self, subjects: list[Subject], shorts: dict[Subject, WindowStats], now_ms: int, clock: float) -> None:

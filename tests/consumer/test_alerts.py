@@ -9,9 +9,9 @@ import time
 import orjson
 import pytest
 
-from consumer.alerts.detector import SpikeDetector
+from consumer.alerts.detector import MAX_BASELINES, SpikeDetector
 from consumer.alerts.state import AlertStore
-from consumer.state.counters import CounterLayout, CounterStore, Increment
+from consumer.state.counters import CounterLayout, CounterStore, Increment, WindowStats
 from consumer.state.rates import RateStore
 from model_runtime.stats.spikes import SpikeRule
 
@@ -97,6 +97,39 @@ def test_two_detectors_racing_fire_once(detector_env):
     for t in threads:
         t.join()
     assert [a["state"] for a in results] == ["firing"]
+
+
+class CountedSubject(tuple):
+    """A subject that counts how often it is hashed: each dict operation on it hashes it once."""
+
+    hashes = 0
+
+    def __hash__(self) -> int:
+        CountedSubject.hashes += 1
+        return tuple.__hash__(self)
+
+
+def test_baselines_are_bounded_forgetting_the_least_recently_used_without_a_pass_over_all(detector_env):
+    store, feed, detector = detector_env
+    now = int(time.time() * 1000)
+    for query in ("smart watch", "phone case", "usb cable"):
+        feed.add(query, negative=30, other=0, ts_ms=now - MINUTE)  # volume and share enough to need a baseline
+    d = detector()
+    recent = (time.monotonic(), WindowStats(), {})  # read just now: nothing is re-read
+    d._baselines[("query", "smart watch")] = recent  # the least recently used of a full cache, until used again
+    others = [CountedSubject(("query", f"seen {i}")) for i in range(1, MAX_BASELINES)]
+    for subject in others:
+        d._baselines[subject] = recent
+
+    d.check([("query", "smart watch"), ("query", "phone case")], now)
+    assert len(d._baselines) == MAX_BASELINES
+    assert ("query", "smart watch") in d._baselines and ("query", "phone case") in d._baselines
+    assert others[0] not in d._baselines and others[1] in d._baselines
+
+    CountedSubject.hashes = 0
+    d.check([("query", "usb cable")], now)  # one more: one forgotten, the rest untouched
+    assert CountedSubject.hashes <= 10
+    assert len(d._baselines) == MAX_BASELINES and others[1] not in d._baselines and others[2] in d._baselines
 
 
 class Hook(http.server.BaseHTTPRequestHandler):
