@@ -1,7 +1,8 @@
-"""Inference cache: probabilities keyed by (model version, normalized text).
+"""Inference cache: probabilities keyed by (model version, exact text).
 
 Search snippets and popular reviews repeat; a repeated text needs no second
-forward pass. Bounded LRU, so memory stays flat on an endless stream.
+forward pass. Bounded LRU, so memory stays flat on an endless stream. The key is the
+text as the model reads it: a cased tokenizer (multilingual-e5, XLM-R) tells "GOOD" from "good".
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ class InferenceCache:
         self._salt = model_version.encode("utf-8") + b"\0"
         self._entries: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
-    def key(self, normalized_text: str) -> bytes:
-        return hashlib.blake2b(self._salt + normalized_text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    def key(self, text: str) -> bytes:
+        return hashlib.blake2b(self._salt + text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
     def get(self, key: bytes) -> np.ndarray | None:
         probs = self._entries.get(key)

@@ -17,7 +17,6 @@ from model_runtime.calibration import apply_temperature, temperature_of
 from model_runtime.decision import decide
 from model_runtime.runners import DEFAULT_ONNX_CACHE_DIR, open_runner
 from model_runtime.stats.rates import RatingCutoffs, checkpoint_rates
-from schemas import normalize_query
 
 from .cache import InferenceCache
 from .faults import check_model_fault
@@ -61,7 +60,7 @@ class SentimentClassifier:
         return self.runner.forward(texts)
 
     def classify(self, texts: list[str]) -> Verdicts:
-        keys = [self.cache.key(normalize_query(text)) for text in texts]
+        keys = [self.cache.key(text) for text in texts]
         probs = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         todo: dict[bytes, list[int]] = {}
         hits = 0
