@@ -31,7 +31,7 @@ class InferenceCache:
     def put(self, key: bytes, probs: np.ndarray) -> None:
         if self.capacity <= 0:
             return
-        self._entries[key] = probs
+        self._entries[key] = probs.copy()  # owned: a row view would keep its whole batch's array alive
         self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)

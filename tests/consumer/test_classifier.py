@@ -69,3 +69,10 @@ def test_cache_keys_on_the_exact_text_so_each_case_keeps_its_own_probabilities(c
     again = model.classify(["good", "GOOD"])
     assert again.cache_hits == 2 and again.forwarded == 0
     assert again.probs.tolist() == [[1, 0], [0, 1]] and again.labels == ["negative", "positive"]
+
+
+def test_a_cached_row_owns_its_data_so_it_does_not_keep_the_batch_alive(case_sensitive):
+    model, _ = case_sensitive
+    model.classify(["good", "GOOD", "Good"])
+    cached = model.cache.get(model.cache.key("good"))
+    assert cached.base is None and cached.flags.owndata and cached.tolist() == [1, 0]
