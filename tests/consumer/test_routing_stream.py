@@ -43,7 +43,7 @@ def test_mixed_stream_each_event_labelled_by_its_routes_model_counters_shared(st
     assert {i: by_id[i]["model"]["name"] for i in expected} == expected
     versions = {by_id[i]["model"]["version"] for i in expected if expected[i] == "tiny-multilingual"}
     assert versions == {manifest["version"]}
-    wait_committed(bootstrap, stream["group"], topics["input"], 4, len(events))
+    assert wait_committed(bootstrap, stream["group"], topics["input"], 4, len(events)) == len(events)
     status, metrics = proc.scrape()
     assert status == 200
     assert 'sentiment_events_routed_total{route="multilingual"} 60.0' in metrics

@@ -15,7 +15,7 @@ from schemas import load_schema
 from tests.schemas.test_events import _registry
 
 from .conftest import assert_counters_exact
-from .harness import committed, labelled_by_id, make_events, produce, read_topic
+from .harness import committed, labelled_by_id, make_events, produce, read_topic, wait_committed
 
 INVALID = [
     (b"\xff\xfe not utf8", "not_utf8"),
@@ -58,10 +58,9 @@ def test_labels_valid_dead_letters_invalid_counts_exactly_and_exits_cleanly(stre
     for msg in dead:
         dlq_validator.validate(orjson.loads(msg.value()))
 
-    # Committed offsets trail the outputs: wait for the commit of the last batch.
-    deadline = time.monotonic() + 30
-    while committed(bootstrap, stream["group"], topics["input"], 4) < len(events) + len(INVALID) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    # Committed offsets trail the outputs: wait for the commit of the last batch (every offset, dead-lettered too).
+    expect = len(events) + len(INVALID)
+    assert wait_committed(bootstrap, stream["group"], topics["input"], 4, expect, timeout=30) == expect
     # Published, but not counted: event time is in the future (said in a metric and a log line).
     assert_counters_exact(stream["store"], {k: v for k, v in by_id.items() if k != future["event_id"]})
 
@@ -101,9 +100,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing_and_counts_exactly(stream
     for msg in labelled:
         event = orjson.loads(msg.value())
         assert event["sentiment"]["label"] == by_id[event["event_id"]]["sentiment"]["label"]
-    deadline = time.monotonic() + 30
-    while committed(bootstrap, stream["group"], topics["input"], 4) < len(events) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    assert wait_committed(bootstrap, stream["group"], topics["input"], 4, len(events), timeout=30) == len(events)
     assert second.stop() == 0
     assert_counters_exact(stream["store"], by_id)
     print(f"sigkill restart: {duplicates} duplicate outputs of {len(events)} events")
@@ -127,9 +124,7 @@ def test_two_processes_share_partitions_and_stay_exact_when_one_leaves(stream):
     labelled = read_topic(bootstrap, topics["output"], expect=len(events), timeout=180, settle=2)
     by_id, seen = labelled_by_id(labelled)
     assert set(by_id) == {e["event_id"] for e in events}
-    deadline = time.monotonic() + 30
-    while committed(bootstrap, stream["group"], topics["input"], 4) < len(events) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    assert wait_committed(bootstrap, stream["group"], topics["input"], 4, len(events), timeout=30) == len(events)
     assert a.stop() == 0
     assert any(line.get("msg") == "partitions revoked" for line in a.logs()), "a should rebalance when b leaves"
     batches = [next(line["batches"] for line in p.logs() if line.get("msg") == "stopped") for p in (a, b)]
@@ -155,10 +150,8 @@ def test_redis_restart_mid_stream_loses_nothing(stream, tmp_path):
         labelled = read_topic(bootstrap, topics["output"], expect=len(wave1) + len(wave2), timeout=180, settle=1)
         by_id, _ = labelled_by_id(labelled)
         assert set(by_id) == {e["event_id"] for e in wave1 + wave2}
-        deadline = time.monotonic() + 60
-        while committed(bootstrap, stream["group"], topics["input"], 4) < len(wave1) + len(wave2) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert committed(bootstrap, stream["group"], topics["input"], 4) == len(wave1) + len(wave2)
+        expect = len(wave1) + len(wave2)
+        assert wait_committed(bootstrap, stream["group"], topics["input"], 4, expect, timeout=60) == expect
         assert proc.stop() == 0
         assert any(line.get("msg") == "redis update failed; retrying" for line in proc.logs())
         assert_counters_exact(store, by_id)
