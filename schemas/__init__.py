@@ -4,7 +4,7 @@ JSON Schema files live in `schemas/json/`; this package holds the fast validator
 the builders for the events the system writes, and query normalization.
 """
 
-from .envelopes import dead_letter_envelope, dead_letter_for, labelled_event
+from .envelopes import dead_letter_envelope, labelled_event
 from .errors import ErrorCode, EventError
 from .events import DEFAULT_LIMITS, EVENT_TYPES, SCHEMA_VERSIONS, Limits, ValidEvent, decode_event, validate_event
 from .files import load_schema, schema_path
@@ -20,7 +20,6 @@ __all__ = [
     "Limits",
     "ValidEvent",
     "dead_letter_envelope",
-    "dead_letter_for",
     "decode_event",
     "format_timestamp",
     "labelled_event",

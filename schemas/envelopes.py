@@ -9,7 +9,6 @@ import base64
 import hashlib
 from typing import Any, Mapping
 
-from .errors import EventError
 from .timestamps import format_timestamp
 
 
@@ -77,11 +76,3 @@ def dead_letter_envelope(
         "error_message": error_message[:1000],
         "received_at": format_timestamp(received_at_ms),
     }
-
-
-def dead_letter_for(error: EventError, raw: bytes | None, *, topic: str, partition: int, offset: int, received_at_ms: int) -> dict[str, Any]:
-    """Dead-letter envelope for a validation error."""
-    return dead_letter_envelope(
-        raw, topic=topic, partition=partition, offset=offset,
-        error_code=error.code, error_message=error.message, received_at_ms=received_at_ms,
-    )

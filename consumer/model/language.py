@@ -12,7 +12,6 @@ import unicodedata
 
 ENGLISH = "english"
 MULTILINGUAL = "multilingual"
-ROUTES = (ENGLISH, MULTILINGUAL)
 # Letters outside Latin above this share send a locale-less text to the multilingual model:
 # one stray Greek letter (µ, Ω in "5 Ω") keeps an English review English.
 NON_LATIN_SHARE = 0.05

@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 
 import jsonschema
+import orjson
 import pytest
 
-from schemas import ErrorCode, EventError, dead_letter_for, decode_event, labelled_event, load_schema
+from schemas import ErrorCode, EventError, dead_letter_envelope, decode_event, labelled_event, load_schema
 
 from .test_events import REVIEW, SEARCH_RESULT, _registry, encode
 
@@ -44,7 +45,10 @@ def test_labelled_event_rejected_by_schema_when_score_out_of_range():
 def test_dead_letter_envelope_keeps_original_bytes(raw, encoding):
     with pytest.raises(EventError) as caught:
         decode_event(raw)
-    envelope = dead_letter_for(caught.value, raw, topic="reviews", partition=3, offset=17, received_at_ms=1_796_131_800_000)
+    error = caught.value
+    # Built as the consumer builds its dead letters (consumer/pipeline/validate.py), read back from the JSON it sends.
+    envelope = orjson.loads(orjson.dumps(dead_letter_envelope(raw, topic="reviews", partition=3, offset=17, error_code=error.code,
+                                                              error_message=error.message, received_at_ms=1_796_131_800_000)))
     _validator("dead_letter").validate(envelope)
     assert envelope["original_encoding"] == encoding
     restored = base64.b64decode(envelope["original"]) if encoding == "base64" else envelope["original"].encode()
