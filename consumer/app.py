@@ -13,6 +13,7 @@ contiguous); a FatalStop exits non-zero without committing past the failed batch
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ from .alerts.schedule import EvaluationSchedule
 from .alerts.state import AlertStore
 from .alerts.webhook import WebhookNotifier
 from .config import AlertSettings, AlertWindowSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RedisWriteSettings, RuntimeSettings
-from .errors import ConfigError
-from .kafka.clients import consumer_config, ensure_topics, producer_config
+from .errors import ConfigError, FatalStop
+from .faults import check_kill_before_commit
+from .kafka.clients import ALERT_DELIVERY_TIMEOUT_MS, OUTPUT_DELIVERY_TIMEOUT_MS, consumer_config, ensure_topics, producer_config
 from .kafka.output import OutputProducer
 from .kafka.source import KafkaSource
 from .model.canary import Canary, CanaryPolicy, Decision
@@ -40,11 +42,12 @@ from .observability import Health, Metrics, serve_metrics
 from .pipeline.alerting import AlertStep
 from .pipeline.commit import CommitStep
 from .pipeline.count import CountStep
-from .pipeline.flow import Abandoned, FatalStop, Waiter
+from .pipeline.flow import Abandoned, Waiter
 from .pipeline.inference import InferenceStage
 from .pipeline.label import Labeller
 from .pipeline.produce import ProduceStep
-from .pipeline.records import LabelledBatch, Span
+from .kafka.span import Span
+from .pipeline.records import LabelledBatch
 from .pipeline.validate import Validator
 from .redis_client import connect, redacted_url, refuse_evicting
 from .state.counters import CounterLayout, CounterStore, model_key
@@ -188,7 +191,7 @@ class StreamProcessor:
         rates = RateStore(store, s.counters.rates_min_per_label)
         self.detector = detector = build_detector(s, store, alerts, rates)
         ensure_topics(s.kafka, [s.kafka.output_topic, s.kafka.dlq_topic, s.kafka.alerts_topic])
-        producer = OutputProducer(producer_config(s.kafka))
+        producer = OutputProducer(producer_config(s.kafka, OUTPUT_DELIVERY_TIMEOUT_MS))
         webhook = None
         if s.alerts.alert_webhook:
             try:
@@ -213,7 +216,9 @@ class StreamProcessor:
         self.count.serve(serving_rates(self.models))
         self.alerting = None
         if s.alerts.alerts:
-            outbox = AlertOutbox(alerts, producer, s.kafka.alerts_topic, self.metrics, self.health, webhook)
+            # Alerts have a producer of their own: an alerts topic without a leader holds up no batch.
+            alert_producer = OutputProducer(producer_config(s.kafka, ALERT_DELIVERY_TIMEOUT_MS))
+            outbox = AlertOutbox(alerts, alert_producer, s.kafka.alerts_topic, self.metrics, self.health, webhook)
             schedule = EvaluationSchedule(s.alerts.alert_eval_interval_s, detector.window_s)
             self.alerting = AlertStep(detector, schedule, outbox)
         self.producer = producer
@@ -254,7 +259,7 @@ class StreamProcessor:
             log.info("stop requested; draining", extra={"signal": signum})
 
     def waiter(self, span: Span | None = None) -> Waiter:
-        return Waiter(self.source.keepalive, self.source.is_stale, lambda: self.deadline, self.health, span)
+        return Waiter(self.source.keepalive, self.source.resume, self.source.is_stale, lambda: self.deadline, self.health, span)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -284,26 +289,30 @@ class StreamProcessor:
             code = EXIT_FATAL
         finally:
             self.shutdown()
+        if self.inference.hung:
+            # Interpreter exit joins the inference thread, which a hung pass never leaves.
+            logging.shutdown()
+            os._exit(code)
         return code
 
     def deliver(self, batch: LabelledBatch) -> None:
         """Outputs acked, counters written, then commit; an abandoned batch commits nothing."""
         self.metrics.batch_size.observe(batch.size)
-        waiter = self.waiter(batch.span)
         try:
-            waiter.check()
-            self.produce.run(batch, waiter)
-            increments = batch.increments
-            self.count.run(increments, batch.rated, waiter)
-            waiter.check()
-            self.commit.run(batch)
-            self.batches_done += 1
-            if self.alerting is not None:
-                self.alerting.touched(increments)
+            with self.waiter(batch.span) as waiter:
+                waiter.check()
+                self.produce.run(batch, waiter)
+                increments = batch.increments
+                self.count.run(increments, batch.rated, waiter)
+                waiter.check()
+                check_kill_before_commit()
+                self.commit.run(batch)
         except Abandoned as exc:
             self._abandon(batch.span, exc.reason)
-        finally:
-            self.source.resume()
+            return
+        self.batches_done += 1
+        if self.alerting is not None:
+            self.alerting.touched(increments)
 
     def _abandon(self, span: Span, reason: str) -> None:
         self.source.rewind(span)

@@ -41,6 +41,7 @@ class AlertOutbox:
         self._acked: list[Entry] = []
         self._failed: list[tuple[Entry, KafkaError]] = []
         self._recovered_at = float("-inf")
+        self._generation = producer.generation
 
     def __len__(self) -> int:
         return len(self._queued) + len(self._in_flight)  # acked entries stay in flight until settled
@@ -54,6 +55,12 @@ class AlertOutbox:
         """Send what is due, settle acks and failures; never blocks on the broker."""
         now = time.monotonic()
         self.producer.poll()
+        if self.producer.generation != self._generation:
+            # A fatal error replaced the producer: what was in flight on the old one gets no report.
+            self._generation = self.producer.generation
+            for entry in [e for e in self._in_flight if e not in self._acked]:
+                del self._in_flight[entry]
+                self._queued[entry] = now
         try:
             if now - self._recovered_at >= self.recover_every_s:
                 self._recovered_at = now

@@ -56,8 +56,16 @@ def consumer_config(settings: KafkaSettings, on_stats=None) -> dict[str, Any]:
     return config
 
 
-def producer_config(settings: KafkaSettings) -> dict[str, Any]:
+# How long librdkafka keeps trying one message before reporting it failed. The callers retry
+# failed messages themselves (outputs: the batch's round; alerts: the outbox), so a short
+# timeout only brings the report, and a health signal, sooner. Both can be set by --kafka-config.
+OUTPUT_DELIVERY_TIMEOUT_MS = 60_000
+ALERT_DELIVERY_TIMEOUT_MS = 30_000
+
+
+def producer_config(settings: KafkaSettings, delivery_timeout_ms: int) -> dict[str, Any]:
     return {
+        "message.timeout.ms": delivery_timeout_ms,
         **client_config(settings),
         # Idempotent: broker-side retries never duplicate or reorder within a partition.
         "enable.idempotence": True,

@@ -33,9 +33,8 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from ..errors import ConfigError
-from ..pipeline.flow import FatalStop
-from ..pipeline.records import Span
+from ..errors import ConfigError, FatalStop
+from .span import Span
 
 log = logging.getLogger("consumer.source")
 TP = tuple[str, int]

@@ -18,8 +18,8 @@ from model_runtime.decision import decide
 from model_runtime.runners import DEFAULT_ONNX_CACHE_DIR, open_runner
 from model_runtime.stats.rates import RatingCutoffs, checkpoint_rates
 
+from ..faults import check_model_fault
 from .cache import InferenceCache
-from .faults import check_model_fault
 
 log = logging.getLogger("consumer.model")
 
@@ -56,7 +56,7 @@ class SentimentClassifier:
 
     def forward(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """Probabilities for texts, no cache; (probs, truncated count)."""
-        check_model_fault()
+        check_model_fault(texts)
         return self.runner.forward(texts)
 
     def classify(self, texts: list[str]) -> Verdicts:

@@ -7,8 +7,9 @@ import logging
 from confluent_kafka import KafkaException
 
 from ..kafka.source import KafkaSource
+from ..kafka.span import TopicPartition
 from ..observability import Metrics
-from .records import LabelledBatch, TopicPartition
+from .records import LabelledBatch
 
 log = logging.getLogger("consumer.commit")
 

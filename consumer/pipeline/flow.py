@@ -6,6 +6,10 @@ is polled, so the group keeps the member and rebalance callbacks run. The waiter
 raises Abandoned as soon as the batch has gone stale (its partitions were revoked or
 rewound) or the shutdown deadline has passed; nothing of an abandoned batch is
 committed, and the source rewinds the partitions it still owns.
+
+A Waiter is a context manager: leaving it, by any exit (done, abandoned, fatal),
+resumes what its waits paused. A pause that outlives its wait would starve the
+partitions a rebalance left with this process for good.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from ..kafka.span import Span
 from ..observability import Health
-from .records import Span
 
 
 class Abandoned(Exception):
@@ -25,18 +29,24 @@ class Abandoned(Exception):
         self.reason = reason
 
 
-class FatalStop(Exception):
-    """Continuing would lose data (e.g. the dead-letter topic refuses a message): stop, commit nothing more."""
-
-
 class Waiter:
-    def __init__(self, keepalive: Callable[[], None], is_stale: Callable[[Span], bool], deadline: Callable[[], float],
-                 health: Health, span: Span | None = None) -> None:
+    def __init__(self, keepalive: Callable[[], None], resume: Callable[[], None], is_stale: Callable[[Span], bool],
+                 deadline: Callable[[], float], health: Health, span: Span | None = None) -> None:
         self.keepalive = keepalive
+        self.resume = resume
         self.is_stale = is_stale
         self.deadline = deadline
         self.health = health
         self.span = span
+        self.paused = False
+
+    def __enter__(self) -> "Waiter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.paused:
+            self.resume()
+            self.paused = False
 
     def check(self) -> None:
         if self.span is not None and self.is_stale(self.span):
@@ -48,6 +58,7 @@ class Waiter:
         """Keep the consumer alive (partitions paused) for `seconds`; raises Abandoned when due."""
         until = time.monotonic() + seconds
         while True:
+            self.paused = True
             self.keepalive()
             self.check()
             left = until - time.monotonic()

@@ -4,44 +4,61 @@ Torch releases the GIL in the forward pass, so labelling overlaps produce, Redis
 commit. While the model fails systemically, `result` retries the same batch whole with
 backoff (partitions paused, group membership kept), reports the model unhealthy, and
 after `failure_timeout_s` gives up with a FatalStop; the batch is never dead-lettered.
+A pass that does not return at all (a hung device) is waited for the same way, paused,
+and is a FatalStop after `failure_timeout_s` too: the loop never blocks on the model.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from ..errors import FatalStop
+from ..kafka.span import Span
 from ..observability import Health, Metrics
-from .flow import Abandoned, FatalStop, Waiter
+from .flow import Abandoned, Waiter
 from .label import Labeller, ModelUnavailable
-from .records import DecodedBatch, LabelledBatch, Span
+from .records import DecodedBatch, LabelledBatch
 
 log = logging.getLogger("consumer.inference")
 
 
 class InferenceStage:
-    def __init__(self, labeller: Labeller, metrics: Metrics, health: Health, failure_timeout_s: float) -> None:
+    def __init__(self, labeller: Labeller, metrics: Metrics, health: Health, failure_timeout_s: float,
+                 patience_s: float = 5.0) -> None:
         self.labeller = labeller
         self.metrics = metrics
         self.health = health
         self.failure_timeout_s = failure_timeout_s
+        # A pass slower than this is waited for with the partitions paused and the consumer polled.
+        self.patience_s = patience_s
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.in_flight: tuple[Future, DecodedBatch] | None = None
+        self.hung = False  # a pass never returned: its thread cannot be joined
 
     def submit(self, decoded: DecodedBatch | None) -> None:
         self.in_flight = (self.thread.submit(self.labeller.label, decoded), decoded) if decoded else None
 
     def result(self, waiter: Callable[[Span], Waiter], on_abandon: Callable[[Span, str], None]) -> LabelledBatch | None:
-        """The in-flight batch, labelled; None when there is none or it was abandoned while the model was down."""
+        """The in-flight batch, labelled; None when there is none or it was abandoned while waiting for the model."""
         if self.in_flight is None:
             return None
         future, decoded = self.in_flight
         self.in_flight = None
+        try:
+            with waiter(decoded.span) as wait:
+                return self._labelled(future, decoded, wait)
+        except Abandoned as abandoned:
+            on_abandon(decoded.span, abandoned.reason)
+            return None
+
+    def _labelled(self, future: Future, decoded: DecodedBatch, wait: Waiter) -> LabelledBatch:
         delay = 1.0
         while True:
             try:
-                batch = future.result()
+                batch = self._finished(future, wait)
                 self.health.recovered("model")
                 return batch
             except ModelUnavailable as exc:
@@ -52,13 +69,26 @@ class InferenceStage:
                     raise FatalStop(f"model failing for {failing_for:.0f} s: {exc}") from None
                 log.error("model failing on every batch; partitions paused, retrying",
                           extra={"error": str(exc)[:300], "retry_in_s": delay, "failing_for_s": round(failing_for, 1)})
-                try:
-                    waiter(decoded.span).idle(delay)
-                except Abandoned as abandoned:
-                    on_abandon(decoded.span, abandoned.reason)
-                    return None
+                wait.idle(delay)
                 delay = min(delay * 2, 30.0)
                 future = self.thread.submit(self.labeller.label, decoded)
 
+    def _finished(self, future: Future, wait: Waiter) -> LabelledBatch:
+        """The future's result: a plain wait first, then paused waits until the pass is declared hung."""
+        try:
+            return future.result(timeout=self.patience_s)
+        except TimeoutError:
+            pass
+        started = time.monotonic() - self.patience_s
+        while True:
+            wait.idle(0.1)
+            if future.done():
+                return future.result()
+            running_for = time.monotonic() - started
+            if running_for >= self.failure_timeout_s:
+                self.hung = True
+                self.health.trouble("model", f"a forward pass has run for {running_for:.0f} s")
+                raise FatalStop(f"model hung: a forward pass has not returned for {running_for:.0f} s")
+
     def close(self) -> None:
-        self.thread.shutdown(wait=True, cancel_futures=True)
+        self.thread.shutdown(wait=not self.hung, cancel_futures=True)

@@ -13,9 +13,10 @@ import time
 
 from schemas import ErrorCode
 
+from ..errors import FatalStop
 from ..kafka.output import OutputProducer
 from ..observability import Metrics
-from .flow import FatalStop, Waiter
+from .flow import Waiter
 from .records import LabelledBatch
 from .validate import dead_letter
 

@@ -1,4 +1,4 @@
-"""What flows between the steps: a polled batch, its records, and the offsets it covers."""
+"""What flows between the steps: a polled batch and its records (kafka/span.py: the offsets it covers)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ from dataclasses import dataclass, field
 from schemas import ValidEvent
 
 from ..kafka.output import Outgoing
+from ..kafka.span import Span
 from ..state.counters import Increment, RatedExample
-
-TopicPartition = tuple[str, int]
-
 
 @dataclass(frozen=True)
 class Source:
@@ -25,25 +23,6 @@ class Source:
     @classmethod
     def of(cls, msg) -> "Source":
         return cls(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value())
-
-
-@dataclass
-class Span:
-    """The offsets a batch covers per partition, and the partition epochs it was polled in.
-
-    An epoch changes when a partition is revoked, lost, reassigned or rewound: a batch
-    whose epochs are no longer current must not touch Redis or commit (it is abandoned).
-    """
-
-    first: dict[TopicPartition, int] = field(default_factory=dict)
-    next: dict[TopicPartition, int] = field(default_factory=dict)
-    epochs: dict[TopicPartition, int] = field(default_factory=dict)
-
-    def add(self, source: Source, epoch: int) -> None:
-        tp = (source.topic, source.partition)
-        self.first.setdefault(tp, source.offset)
-        self.next[tp] = source.offset + 1
-        self.epochs.setdefault(tp, epoch)
 
 
 @dataclass

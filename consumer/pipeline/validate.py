@@ -10,7 +10,8 @@ from schemas import EventError, Limits, dead_letter_envelope, decode_event
 
 from ..kafka.output import Outgoing
 from ..observability import Metrics
-from .records import DecodedBatch, Record, Source, Span
+from ..kafka.span import Span
+from .records import DecodedBatch, Record, Source
 
 
 def dead_letter(source: Source, code: str, message: str, now_ms: int, dlq_topic: str) -> Outgoing:
@@ -32,7 +33,8 @@ class Validator:
         batch = DecodedBatch([], [], Span(), len(messages), now_ms)
         for msg in messages:
             source = Source.of(msg)
-            batch.span.add(source, epochs.get((source.topic, source.partition), -1))
+            tp = (source.topic, source.partition)
+            batch.span.add(tp, source.offset, epochs.get(tp, -1))
             self.metrics.events_in.labels(source.topic).inc()
             try:
                 batch.valid.append((source, decode_event(source.value, self.limits)))
