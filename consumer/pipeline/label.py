@@ -1,9 +1,11 @@
 """Step 2: run the valid events of a batch through the model and build their records.
 
-A failure of the model is either one bad event (isolate it, dead-letter it, label the
-rest) or systemic (CUDA error, out of memory: every pass fails). Only the first may
-dead-letter anything: a systemic failure raises ModelUnavailable and the batch is
-retried whole, so good events are never dead-lettered.
+A failure of the model is either bad events (isolate them by bisection, dead-letter
+them, label the rest) or systemic (CUDA error, out of memory: every pass fails). The
+known-good probe tells them apart, before and after the bisection: only while it
+passes is anything dead-lettered, even when every event of the batch failed (at low
+traffic a batch is often one poison text). A systemic failure raises ModelUnavailable
+and the batch is retried whole, so good events are never dead-lettered.
 """
 
 from __future__ import annotations
@@ -123,8 +125,6 @@ class Labeller:
             first = exc
         self._probe(classifier, first)
         labels, probs, failures = self._split(classifier, texts, first)
-        if len(failures) == len(texts):
-            raise ModelUnavailable(f"model failed on all {len(texts)} events: {first!r}"[:500])
         self._probe(classifier, first)  # still healthy after the bisection: the failures are the events'
         for reason in failures.values():
             log.warning("model failed on one event; dead-lettering it", extra={"error": reason[:300]})

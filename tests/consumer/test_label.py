@@ -1,4 +1,4 @@
-"""Labelling with fake models: one bad event is isolated; a systemic failure dead-letters nothing."""
+"""Labelling with fake models: bad events are isolated and dead-lettered; a systemic failure dead-letters nothing."""
 
 from __future__ import annotations
 
@@ -108,9 +108,19 @@ def test_systemic_failure_raises_and_dead_letters_nothing():
     assert model.calls == 1  # the probe failed too: no bisection, no 2n-1 forward passes
 
 
-def test_every_event_failing_is_systemic_even_when_the_probe_passes():
+def test_a_lone_poison_event_is_dead_lettered_while_the_probe_passes():
+    """At low traffic a batch is one event: its failure is the event's when the probe passes, not the model's."""
+    events = make_events(1, seed=11)
+    events[0]["text"] = "POISON " + events[0]["text"]
+    batch = _label(FakeModel(), events)
+    assert [record.outgoing.topic for record in batch.records] == ["dlq"]
+    assert orjson.loads(batch.records[0].outgoing.value)["error_code"] == "inference_failed"
+    assert batch.increments == []
+
+
+def test_every_event_of_a_batch_failing_with_the_probe_passing_dead_letters_them_all():
     events = make_events(4, seed=11)
     for e in events:
         e["text"] = "POISON " + e["text"]
-    with pytest.raises(ModelUnavailable, match="all 4 events"):
-        _label(FakeModel(), events)
+    batch = _label(FakeModel(), events)
+    assert [record.outgoing.topic for record in batch.records] == ["dlq"] * 4
