@@ -27,10 +27,11 @@ same script into their version's rate sums, behind a fence of their own. All of 
 batch's scripts go in one pipelined round trip per Redis master (routing.py),
 optionally followed by WAIT. Every key expires: nothing this module writes lives forever.
 
-The rankings are maintained from what the scripts report as newly applied, so a
-replayed range does not inflate them; a crash between the two round trips can lose
-a batch's ranking increments. They only choose which subjects a top list reads:
-the shares shown come from the exact buckets.
+The rankings hold, per hour and label, each subject's count in its hourly bucket as the
+script reports it after applying (all model versions together), written with ZADD GT in a
+second round trip: a replay rewrites the same count, and a retry or a replay after a crash
+between the two round trips restores what the lost round trip would have written. They
+only choose which subjects a top list reads: the shares shown come from the exact buckets.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ local floor = {}
 local top = {}
 local touched = {}
 local applied = 0
-local ranked = {}
+local ranked = {}  -- coarse bucket index -> set of the batch's labels in it
 for i = first, #ARGV, stride do
   local tp = ARGV[i]
   local offset = tonumber(ARGV[i + 1])
@@ -90,17 +91,32 @@ for i = first, #ARGV, stride do
       end
     end
     if top[tp] == nil or offset > top[tp] then top[tp] = offset end
-    local r = ARGV[i + 5] .. '|' .. ARGV[i + 3]
-    ranked[r] = (ranked[r] or 0) + 1
+  end
+  -- skipped events too: a retry must rewrite the rankings a lost round trip left behind
+  local coarse = tonumber(ARGV[i + 5])
+  if coarse > 0 then
+    ranked[coarse] = ranked[coarse] or {}
+    ranked[coarse][ARGV[i + 3]] = true
   end
 end
 for tp, offset in pairs(top) do redis.call('HSET', fence, tp, offset) end
 redis.call('HSET', fence, 'name', ARGV[1])
 redis.call('EXPIRE', fence, ARGV[2])
 for k, _ in pairs(touched) do redis.call('EXPIREAT', KEYS[k + 1], ARGV[3 + nsums + k]) end
--- newly applied events per "<coarse bucket index>|<label>", for the rankings
+-- for the rankings: per "<coarse bucket index>|<label>" of the batch, the bucket's events with that
+-- label, all versions together ("M|<label>", and "<label>" from before versions; never "M|p:<label>")
 local out = {applied}
-for r, n in pairs(ranked) do out[#out + 1] = r; out[#out + 1] = n end
+for k, labels in pairs(ranked) do
+  local counts = {}
+  local fields = redis.call('HGETALL', KEYS[k + 1])
+  for f = 1, #fields, 2 do
+    local what = string.match(fields[f], '([^|]*)$')
+    counts[what] = (counts[what] or 0) + tonumber(fields[f + 1])
+  end
+  for label, _ in pairs(labels) do
+    if counts[label] then out[#out + 1] = k .. '|' .. label; out[#out + 1] = counts[label] end
+  end
+end
 return out
 """
 
@@ -288,7 +304,10 @@ class CounterStore:
         return calls
 
     def _rank(self, subjects: list[tuple[str, str, list[int]]], replies: list[list]) -> None:
-        """Add the newly applied events to the per-hour rankings, then trim each to rank_size."""
+        """Write each subject's hourly counts into the per-hour rankings, then trim each to rank_size.
+
+        The counts are absolute, so a retry rewrites what a lost round trip dropped, and GT keeps a
+        ranking from moving back when two processes' writes for one subject arrive out of order."""
         layout = self.layout
         pipe = self.client.pipeline(transaction=False)
         keys: dict[str, int] = {}
@@ -297,7 +316,7 @@ class CounterStore:
                 index, label = reply[i].decode().split("|", 1)
                 hour = hours[int(index) - 1]
                 key = layout.rank_key(kind, label, hour)
-                pipe.zincrby(key, int(reply[i + 1]), name)
+                pipe.zadd(key, {name: int(reply[i + 1])}, gt=True)
                 keys[key] = hour
         for key, hour in keys.items():
             pipe.zremrangebyrank(key, 0, -(layout.rank_size + 1))

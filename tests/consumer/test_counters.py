@@ -143,3 +143,76 @@ def test_rates_are_kept_per_version_and_stream_rates_are_exact_under_replay(redi
     assert stream.source == "stream" and stream.support == (3, 3, 3)
     assert [round(v, 6) for v in stream.mean_probs[1]] == [0.2, 0.7, 0.1]
     assert rates.read(["english:v2"])["english:v2"].source == "validation"  # v1's reviews never become v2's rates
+
+
+def _score(client, store, name, label="negative", now=None):
+    hour = (now or int(time.time() * 1000)) // 1000 // 3600 * 3600
+    return client.zscore(store.layout.rank_key("query", label, hour), name)
+
+
+def test_a_retried_batch_restores_rankings_its_lost_round_trip_dropped(redis_prefix):
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
+    now = int(time.time() * 1000)
+    batch = _incs(range(6)) + _incs(range(6, 10), label="positive")
+    store.apply(batch, now)
+    for key in client.scan_iter(match=f"{prefix}rank:*"):  # what a crash before the ranking round trip leaves
+        client.delete(key)
+    assert store.apply(batch, now) == 0  # the redelivered batch: everything is behind the fence
+    assert store.ranked_subjects("query", "negative", 3600, now, 10) == {"wireless headphones"}
+    assert _score(client, store, "wireless headphones") == 6
+    assert _score(client, store, "wireless headphones", "positive") == 4
+
+
+def test_a_failed_ranking_round_trip_is_repaired_by_the_retry(redis_prefix, monkeypatch):
+    import redis
+
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
+    now = int(time.time() * 1000)
+    rank = store._rank
+    failures = iter([redis.ConnectionError("connection reset by peer")])
+
+    def rank_once_lost(*args):
+        for exc in failures:  # the scripts ran; the ranking round trip after them is lost once
+            raise exc
+        rank(*args)
+
+    monkeypatch.setattr(store, "_rank", rank_once_lost)
+    batch = _incs(range(5))
+    try:
+        store.apply(batch, now)
+    except redis.ConnectionError:
+        store.apply(batch, now)  # what CountStep does: the same increments again
+    assert store.ranked_subjects("query", "negative", 3600, now, 10) == {"wireless headphones"}
+    assert _score(client, store, "wireless headphones") == 5
+
+
+def test_rankings_hold_the_exact_count_when_another_partition_writes_between_a_lost_round_trip_and_its_replay(redis_prefix):
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
+    now = int(time.time() * 1000)
+    first = _incs(range(5), partition=0)  # its process crashes before ranking it
+    second = _incs(range(3), partition=1) + _incs(range(3, 5), partition=1, label="positive")
+    store.apply(first, now)
+    for key in client.scan_iter(match=f"{prefix}rank:*"):
+        client.delete(key)
+    store.apply(second, now)  # another process, another partition, the same subject and hour
+    store.apply(first, now)  # the new owner of partition 0 replays the first batch
+    store.apply(second, now)  # and a replay of the second moves nothing
+    assert _score(client, store, "wireless headphones") == 8
+    assert _score(client, store, "wireless headphones", "positive") == 2
+
+
+def test_rankings_count_one_label_across_model_versions_and_old_unversioned_fields(redis_prefix):
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
+    now = int(time.time() * 1000)
+    probs = (("negative", 700_000), ("positive", 300_000))
+    hour = now // 1000 // 3600 * 3600
+    client.hset(store.layout.bucket_key("query", "q", True, hour), mapping={"negative": 2, "p:negative": 5})  # before versions
+    store.apply([Increment("query", "q", "t", 0, o, now, "negative", probs, "english:v1") for o in range(3)]
+                + [Increment("query", "q", "t", 0, o, now, "negative", probs, "english:v2") for o in range(3, 7)]
+                + [Increment("query", "q", "t", 0, 7, now, "positive", probs, "english:v2")], now)
+    assert _score(client, store, "q") == 2 + 3 + 4  # never the probability sums ("M|p:negative") or squares
+    assert _score(client, store, "q", "positive") == 1
