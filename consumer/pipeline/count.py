@@ -1,7 +1,8 @@
 """Step 4: apply a batch's increments to the Redis counters, retrying until Redis takes them.
 
 Redis down, loading, read-only, failing over (a cluster moving slots), short of the
-replicas --redis-wait-replicas asks for, or out of memory: all backpressure. The
+replicas --redis-wait-replicas asks for, out of memory, or without the scripts it was
+just sent (its script cache emptied before the exec): all backpressure. The
 partitions stay paused and the same increments are retried (the fences make the retry
 exact). Anything else Redis says is a bug in this program, and is raised.
 """
@@ -29,6 +30,8 @@ def _reason(exc: Exception) -> str:
         return "out_of_memory"
     if isinstance(exc, NotReplicated):
         return "not_replicated"
+    if isinstance(exc, redis.exceptions.NoScriptError):
+        return "script_missing"
     if isinstance(exc, TOPOLOGY):
         return "failover"
     return "unavailable"

@@ -245,8 +245,8 @@ class CounterStore:
         """Apply increments (and rated reviews to their version's rate sums) in one pipelined round trip
         per master; returns how many subject events were newly counted.
 
-        Raises one of routing.TRANSIENT when Redis is unreachable, failing over or short of
-        replicas: the caller retries the same increments, which the fences make safe.
+        Raises one of routing.TRANSIENT when Redis is unreachable, failing over, short of replicas
+        or without its scripts: the caller retries the same increments, which the fences make safe.
         """
         layout = self.layout
         by_subject: dict[tuple[str, str], list[Increment]] = defaultdict(list)

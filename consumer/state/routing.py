@@ -8,6 +8,8 @@ cluster pipeline, for two guarantees the counters rest on:
   - it reloads scripts the node lacks (a promoted replica starts with an empty script cache).
 A moved slot, a failover in progress or a WAIT that falls short raises a TRANSIENT error after
 the slot map is refreshed; the caller retries the whole batch, which the fences make exact.
+So does a script cache emptied between the pipeline's load check and its exec (SCRIPT FLUSH,
+a failover just then): NOSCRIPT, and the retry loads the scripts again.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import redis
 from redis.cluster import RedisCluster, key_slot
 from redis.commands.core import Script
-from redis.exceptions import AskError, ClusterDownError, ClusterError, MasterDownError, MovedError, RedisClusterException, TryAgainError
+from redis.exceptions import AskError, ClusterDownError, ClusterError, MasterDownError, MovedError, NoScriptError, RedisClusterException, TryAgainError
 
 
 class NotReplicated(redis.RedisError):
@@ -27,7 +29,7 @@ class NotReplicated(redis.RedisError):
 # A cluster says these while it fails over or reshards (RedisClusterException: no reachable node or
 # uncovered slot, from redis-py itself): back off and retry, like a connection error.
 TOPOLOGY = (MovedError, AskError, ClusterDownError, TryAgainError, MasterDownError, ClusterError, RedisClusterException)
-TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError, *TOPOLOGY, NotReplicated)
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError, *TOPOLOGY, NotReplicated, NoScriptError)
 
 
 @dataclass(frozen=True)

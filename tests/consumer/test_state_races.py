@@ -1,5 +1,6 @@
 """Races in the Redis state layer, staged deterministically on the real Redis: a monkeypatched hook
-runs another process's call (on its own connection) between two real calls of the code under test."""
+runs another process's call (on its own connection), or empties the script cache, between two real
+calls of the code under test."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import pytest
 import redis
 
 from consumer.alerts.state import PENDING_FIELDS, AlertStore, member
-from consumer.state.counters import CounterLayout
+from consumer.observability import Health, Metrics
+from consumer.pipeline.count import CountStep
+from consumer.pipeline.flow import Waiter
+from consumer.state.counters import CounterLayout, CounterStore, Increment
+from consumer.state.rates import RateStore
 from tests.conftest import REDIS_URL
 
 SUBJECT = ("query", "smart watch")
@@ -124,3 +129,27 @@ def test_a_transition_between_an_ack_and_its_cleanup_keeps_its_marker(stores, mo
     store.sent(subject, field, payload)
     assert _unmarked_pending(store, SUBJECT) == []
     assert store.pending() == [(SUBJECT, "pending:resolved", resolved)]
+
+
+def test_a_script_cache_emptied_between_load_and_exec_is_retried_and_counted_exactly(redis_prefix, monkeypatch):
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
+    metrics = Metrics()
+    step = CountStep(store, RateStore(store), metrics)
+    waiter = Waiter(lambda: None, lambda: None, lambda span: False, lambda: float("inf"), Health(metrics, 30))
+    now = int(time.time() * 1000)
+    batch = [Increment("query", f"q{i % 3}", "t", 0, i, now, "negative") for i in range(9)]
+    store.apply(batch[:3], now)  # an earlier attempt got part of the batch in
+    load = redis.client.Pipeline.load_scripts
+    flushes = iter([None])
+
+    def load_then_flush(pipe):  # SCRIPT FLUSH, or a failover to a replica with an empty cache, after the load
+        load(pipe)
+        for _ in flushes:
+            client.script_flush()
+
+    monkeypatch.setattr(redis.client.Pipeline, "load_scripts", load_then_flush)
+    step.run(batch, [], waiter)
+    assert metrics.redis_retries.labels("script_missing")._value.get() == 1
+    assert [s.counts for s in store.window_stats_many([(q, n, 3600) for q, n in [("query", "q0"), ("query", "q1"), ("query", "q2")]], now)] \
+        == [{"negative": 3}] * 3
