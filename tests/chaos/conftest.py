@@ -19,11 +19,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
 
 def _table(terminalreporter, path) -> None:
     header = ("fault", "events in", "labelled (unique)", "duplicates", "dead-lettered", "counters exact",
-              "alerts expected/sent", "recover s")
+              "alerts recorded/sent", "ids match", "fired", "recover s")
     terminalreporter.section(f"chaos results ({path.relative_to(ROOT)})")
     terminalreporter.write_line("| " + " | ".join(header) + " |")
     terminalreporter.write_line("|" + "---|" * len(header))
     for r in orjson.loads(path.read_bytes()):
         cells = (r["fault"], r["events_in"], r["labelled_unique"], r["duplicates"], r["dead_lettered"],
-                 "yes" if r["counters_exact"] else "NO", f"{r['alerts_expected']}/{r['alerts_sent']}", r["recover_s"])
+                 "yes" if r["counters_exact"] else "NO", f"{r['alerts_expected']}/{r['alerts_sent']}",
+                 "yes" if r["alert_ids_match"] else "NO", ", ".join(r["fired"]) or "none", r["recover_s"])
         terminalreporter.write_line("| " + " | ".join(map(str, cells)) + " |")

@@ -3,8 +3,9 @@
 Each scenario gets its own topics, consumer group and Redis prefix, runs real consumer
 processes against real services, and ends by checking what matters: every valid event
 labelled (unique ids), duplicates counted, every bad input dead-lettered, the counters
-exactly equal to the unique outputs, and every alert transition Redis recorded present
-on the alerts topic.
+exactly equal to the unique outputs, and the alerts by id: the subjects the row expects
+to fire are the ones that fired, and the (alert_id, state) pairs on the alerts topic are
+exactly the transitions Redis recorded.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ class Row:
     duplicates: int
     dead_lettered: int
     counters_exact: bool
-    alerts_expected: int
-    alerts_sent: int
+    alerts_expected: int  # transitions Redis recorded: (alert_id, state) pairs
+    alerts_sent: int  # of those, on the alerts topic
+    alert_ids_match: bool  # the topic holds exactly the recorded (alert_id, state) pairs
+    fired: list[str]  # the subjects that fired
     recover_s: float
 
 
@@ -83,7 +86,8 @@ class Feeder(threading.Thread):
 
 class ChaosStream:
     def __init__(self, name: str, bootstrap: str, redis_url: str, checkpoint: Path, logs: Path, *, partitions: int = 4,
-                 replication: int = 1, redis_cluster: bool = False) -> None:
+                 replication: int = 1, redis_cluster: bool = False, alerts_broker: int | None = None) -> None:
+        """`alerts_broker`: the alerts topic gets one replica, on that broker (a leaderless partition when it dies)."""
         self.name, self.bootstrap, self.redis_url, self.checkpoint, self.logs = name, bootstrap, redis_url, checkpoint, logs
         self.partitions, self.redis_cluster = partitions, redis_cluster
         tag = uuid.uuid4().hex[:8]
@@ -93,7 +97,11 @@ class ChaosStream:
         admin = AdminClient({"bootstrap.servers": bootstrap})
         insync = {"min.insync.replicas": str(max(1, replication - 1))}
         specs = [NewTopic(t, n, replication, config=insync) for t, n in
-                 ((self.topics["input"], partitions), (self.topics["output"], 2), (self.topics["dlq"], 1), (self.alerts_topic, 1))]
+                 ((self.topics["input"], partitions), (self.topics["output"], 2), (self.topics["dlq"], 1))]
+        if alerts_broker is None:
+            specs.append(NewTopic(self.alerts_topic, 1, replication, config=insync))
+        else:
+            specs.append(NewTopic(self.alerts_topic, replica_assignment=[[alerts_broker]], config={"min.insync.replicas": "1"}))
         for future in admin.create_topics(specs).values():
             future.result(timeout=30)
         self.group = f"{self.tag}-group"
@@ -150,13 +158,14 @@ class ChaosStream:
         store = CounterStore(client, self.layout)
         now = int(time.time() * 1000)
         exact = all(store.window_stats_many([(kind, name, 86400)], now)[0].counts == counts for (kind, name), counts in expected_counts(by_id).items())
-        transitions = AlertStore(client, self.layout, 3600).read()
-        expected_alerts = sum(1 if a["state"] == "firing" else 2 for a in transitions)
+        recorded = {(a["alert_id"], state) for a in AlertStore(client, self.layout, 3600).read()
+                    for state in (("firing",) if a["state"] == "firing" else ("firing", "resolved"))}
         self.sent_alerts = [orjson.loads(m.value()) for m in read_topic(self.bootstrap, self.alerts_topic, expect=10**9, timeout=3)]
         sent = {(a["alert_id"], a["state"]) for a in self.sent_alerts}
+        fired = sorted({a["query"] or a["product_id"] for a in self.sent_alerts if a["state"] == "firing"})
         self._cleanup(client)
         return Row(fault, total, len(set(by_id) & {e["event_id"] for e in events}), sum(seen.values()) - len(seen),
-                   len(dead), exact, expected_alerts, len(sent), recover_s)
+                   len(dead), exact, len(recorded), len(sent & recorded), sent == recorded, fired, recover_s)
 
     def _cleanup(self, client) -> None:
         keys = list(client.scan_iter(match=self.prefix + ":*", count=1000))
