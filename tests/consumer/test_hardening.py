@@ -3,6 +3,7 @@ skips a range or loses an alert (issue: hardening). One test per named failure."
 
 from __future__ import annotations
 
+import re
 import secrets
 import signal
 import time
@@ -229,3 +230,55 @@ def test_kip848_group_protocol_runs(stream):
     assert set(labelled_by_id(labelled)[0]) == {e["event_id"] for e in events}
     assert _wait_committed(stream, len(events)) == len(events)
     assert proc.stop() == 0
+
+
+def _owned(proc) -> set[str]:
+    """The partitions a consumer owns now, by its log: assigned minus revoked or lost, in order (under
+    KIP-848 and cooperative-sticky each callback names only the partitions that move)."""
+    owned: set[str] = set()
+    for line in proc.logs():
+        if line.get("msg") == "partitions assigned":
+            owned |= set(line["partitions"])
+        elif line.get("msg") in ("partitions revoked", "partitions lost"):
+            owned -= set(line["partitions"])
+    return owned
+
+
+def _batches(proc) -> float:
+    """Micro-batches the consumer has committed so far, from its /metrics (0 while it is not up)."""
+    found = re.search(r"^sentiment_batches_total (\S+)$", proc.scrape()[1], re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_kip848_two_members_split_the_partitions_and_one_takes_over_when_the_other_leaves(stream):
+    """Item 8 with a group: two members under group.protocol=consumer (the broker assigns) split the
+    four input partitions; when one stops (SIGTERM) the other takes its partitions over and labels what
+    arrives on them. Every event is labelled, every offset committed, the counters are exact."""
+    topics, bootstrap = stream["topics"], stream["bootstrap"]
+    every = {f"{topics['input']}[{p}]" for p in range(4)}
+    kip848 = ["--kafka-config", "group.protocol=consumer"]
+    a, b = stream["start"]("kip848-a", extra=kip848), stream["start"]("kip848-b", extra=kip848)
+    wait_for(lambda: _owned(a) and _owned(b) and _owned(a) | _owned(b) == every, 90, "both members to own partitions")
+    assert not _owned(a) & _owned(b), (_owned(a), _owned(b))
+
+    # Keyed by event id: spread over the four partitions, so both members have work.
+    wave1 = make_events(200, seed=29)
+    produce(bootstrap, topics["input"], [orjson.dumps(e) for e in wave1], keys=[e["event_id"].encode() for e in wave1])
+    wait_for(lambda: _batches(a) > 0 and _batches(b) > 0, 120, "both members to commit batches")
+    assert b.stop(signal.SIGTERM) == 0
+    stopped_b = [line for line in b.logs() if line.get("msg") == "stopped"]
+    assert len(stopped_b) == 1 and stopped_b[0]["batches"] > 0, "b should have committed batches before it left"
+    wait_for(lambda: _owned(a) == every, 60, "a to take over b's partitions")  # b's revoked and assigned to a
+
+    # A second wave lands on b's former partitions too (100 random keys over 4 partitions): only a is left to label it.
+    wave2 = make_events(100, seed=30)
+    produce(bootstrap, topics["input"], [orjson.dumps(e) for e in wave2], keys=[e["event_id"].encode() for e in wave2])
+    events = wave1 + wave2
+    labelled = read_topic(bootstrap, topics["output"], expect=len(events), timeout=120, settle=2)
+    by_id, _ = labelled_by_id(labelled)
+    assert set(by_id) == {e["event_id"] for e in events}
+    assert _wait_committed(stream, len(events)) == len(events)
+    assert a.stop() == 0
+    assert next(line["batches"] for line in a.logs() if line.get("msg") == "stopped") > 0
+    assert not [line for line in a.logs() + b.logs() if line.get("level") in ("ERROR", "CRITICAL")]
+    assert_counters_exact(stream["store"], by_id)
