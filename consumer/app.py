@@ -279,6 +279,7 @@ class StreamProcessor:
                     self.deliver(ready)
                 elif not messages and self.metrics.total_lag == 0:
                     self.metrics.progressed()
+                self.commit.retry_failed()
                 if self.alerting is not None:
                     self.alerting.tick()
             ready = self.inference.result(self.waiter, self._abandon)  # drain: the last labelled batch too

@@ -49,8 +49,9 @@ class KafkaSource:
         self._next_epoch = 0
         self.on_revoked: Callable[[set[TP]], None] = lambda partitions: None
         self.on_lost: Callable[[set[TP]], None] = lambda partitions: None
+        self.on_commit_failed: Callable[[dict[TP, int]], None] = lambda offsets: None
         try:
-            self.consumer = Consumer(config)
+            self.consumer = Consumer({**config, "on_commit": self._commit_reported})
         except KafkaException as exc:
             raise ConfigError(f"cannot create the Kafka consumer: {exc.args[0].str()}") from None
         self.consumer.subscribe(topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
@@ -82,6 +83,14 @@ class KafkaSource:
         lost = self._drop(partitions)
         self.on_lost(lost)
         log.warning("partitions lost", extra={"partitions": sorted(f"{t}[{p}]" for t, p in lost)})
+
+    def _commit_reported(self, error, partitions) -> None:
+        """Commit results (run inside poll): an asynchronous commit that failed is otherwise silent."""
+        failed = {(p.topic, p.partition): p.offset for p in partitions if error is not None or p.error is not None}
+        if failed:
+            reason = error or next(p.error for p in partitions if p.error is not None)
+            log.warning("commit failed; will retry", extra={"error": reason.str(), "partitions": sorted(f"{t}[{p}]" for t, p in failed)})
+            self.on_commit_failed(failed)
 
     # -- polling ------------------------------------------------------------------------------
     def poll_batch(self, size: int, timeout_s: float) -> list:
