@@ -140,15 +140,17 @@ class ChaosStream:
         feeder.done.wait(300)
         total = len(events) + poison
         self.wait_labelled(len(events), 300)
-        wait_committed(self.bootstrap, self.group, self.topics["input"], self.partitions, total, timeout=120)
+        committed = wait_committed(self.bootstrap, self.group, self.topics["input"], self.partitions, total, timeout=120)
+        assert committed == total, f"{fault}: {committed} of {total} offsets committed"
         recover_s = round(time.monotonic() - self.faults_cleared_at, 1)
         # Alerts are sent off the commit path: wait until the outbox in Redis is empty.
         client = connect(redis_url or self.redis_url, self.redis_cluster)
         alerts = AlertStore(client, self.layout, 3600)
         time.sleep(3)
         deadline = time.monotonic() + 30
-        while alerts.pending() and time.monotonic() < deadline:
+        while (pending := alerts.pending()) and time.monotonic() < deadline:
             time.sleep(0.5)
+        assert not pending, f"{fault}: alerts still pending after 30 s: {pending[:3]}"
         codes = [p.stop() for p in self.processes if p.proc and p.proc.poll() is None]
         assert all(code == 0 for code in codes), f"{fault}: consumer exit codes {codes}"
         labelled = self.outputs(timeout=5)
