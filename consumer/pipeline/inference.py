@@ -5,7 +5,10 @@ commit. While the model fails systemically, `result` retries the same batch whol
 backoff (partitions paused, group membership kept), reports the model unhealthy, and
 after `failure_timeout_s` gives up with a FatalStop; the batch is never dead-lettered.
 A pass that does not return at all (a hung device) is waited for the same way, paused,
-and is a FatalStop after `failure_timeout_s` too: the loop never blocks on the model.
+and is a FatalStop after `failure_timeout_s` too, timed from when that pass started, so
+rebalances and abandoned batches do not reset the clock: the loop never blocks on the
+model. A pass still running at shutdown is left behind (`hung`; app.run then exits
+without joining its thread).
 """
 
 from __future__ import annotations
@@ -36,10 +39,18 @@ class InferenceStage:
         self.patience_s = patience_s
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self.in_flight: tuple[Future, DecodedBatch] | None = None
+        self.pass_started: float | None = None  # when the pass the worker runs now began (monotonic)
         self.hung = False  # a pass never returned: its thread cannot be joined
 
     def submit(self, decoded: DecodedBatch | None) -> None:
-        self.in_flight = (self.thread.submit(self.labeller.label, decoded), decoded) if decoded else None
+        self.in_flight = (self.thread.submit(self._label, decoded), decoded) if decoded else None
+
+    def _label(self, decoded: DecodedBatch) -> LabelledBatch:
+        self.pass_started = time.monotonic()
+        try:
+            return self.labeller.label(decoded)
+        finally:
+            self.pass_started = None
 
     def result(self, waiter: Callable[[Span], Waiter], on_abandon: Callable[[Span, str], None]) -> LabelledBatch | None:
         """The in-flight batch, labelled; None when there is none or it was abandoned while waiting for the model."""
@@ -71,24 +82,30 @@ class InferenceStage:
                           extra={"error": str(exc)[:300], "retry_in_s": delay, "failing_for_s": round(failing_for, 1)})
                 wait.idle(delay)
                 delay = min(delay * 2, 30.0)
-                future = self.thread.submit(self.labeller.label, decoded)
+                future = self.thread.submit(self._label, decoded)
 
     def _finished(self, future: Future, wait: Waiter) -> LabelledBatch:
-        """The future's result: a plain wait first, then paused waits until the pass is declared hung."""
+        """The future's result: a plain wait first, then paused waits until the running pass is declared hung."""
         try:
             return future.result(timeout=self.patience_s)
         except TimeoutError:
             pass
-        started = time.monotonic() - self.patience_s
+        log.warning("model pass slow; waiting with partitions paused", extra={"waited_s": self.patience_s})
         while True:
             wait.idle(0.1)
             if future.done():
                 return future.result()
-            running_for = time.monotonic() - started
+            started = self.pass_started  # this batch's pass, or a hung one it is queued behind
+            running_for = 0.0 if started is None else time.monotonic() - started
             if running_for >= self.failure_timeout_s:
                 self.hung = True
                 self.health.trouble("model", f"a forward pass has run for {running_for:.0f} s")
                 raise FatalStop(f"model hung: a forward pass has not returned for {running_for:.0f} s")
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop the worker. A pass still running after `timeout_s` is left behind, and marks the stage hung."""
+        deadline = time.monotonic() + timeout_s
+        while self.pass_started is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.hung = self.hung or self.pass_started is not None
         self.thread.shutdown(wait=not self.hung, cancel_futures=True)

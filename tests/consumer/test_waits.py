@@ -58,6 +58,19 @@ def test_a_hung_forward_pass_is_a_fatal_stop_not_a_frozen_loop(stream, tmp_path)
     assert wait_committed(stream["bootstrap"], stream["group"], stream["topics"]["input"], 4, 1, timeout=3) == 0
 
 
+def test_sigterm_during_a_hung_forward_pass_exits_within_the_shutdown_timeout(stream, tmp_path):
+    """A pass that never returns must not hold the process at shutdown: the waiting batch is abandoned at the
+    drain deadline, the stuck inference thread is left behind, and the process exits 0, committing nothing."""
+    fault = tmp_path / "model-hangs"
+    fault.touch()
+    _produce_round_robin(stream["bootstrap"], stream["topics"]["input"], make_events(8, seed=45))
+    proc = stream["start"]("hung-sigterm", extra=["--shutdown-timeout-s", "5"], env={"SENTIMENT_FAULT_MODEL_HANG_FILE": str(fault)})
+    wait_for(lambda: _logged(proc, "model pass slow; waiting with partitions paused"), 90, "the wait for a slow pass")
+    assert proc.stop(timeout=60) == 0
+    assert _logged(proc, "stopped")
+    assert wait_committed(stream["bootstrap"], stream["group"], stream["topics"]["input"], 4, 1, timeout=3) == 0
+
+
 def test_one_poison_event_at_low_traffic_is_dead_lettered_and_the_stream_goes_on(stream):
     """A batch of one event that the model cannot take, while a known-good probe passes: the event's fault,
     not the model's. It is dead-lettered; the process neither retries it forever nor exits."""
