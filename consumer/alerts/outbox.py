@@ -65,7 +65,7 @@ class AlertOutbox:
             if now - self._recovered_at >= self.recover_every_s:
                 self._recovered_at = now
                 for entry, since in list(self._in_flight.items()):
-                    if now - since > 120:  # no report for two minutes (e.g. the producer was recreated)
+                    if now - since > 120:  # no report for two minutes, past the delivery timeout: never coming
                         del self._in_flight[entry]
                 for entry in self.store.pending():
                     if entry not in self._in_flight and entry not in self._acked:

@@ -58,7 +58,8 @@ def consumer_config(settings: KafkaSettings, on_stats=None) -> dict[str, Any]:
 
 # How long librdkafka keeps trying one message before reporting it failed. The callers retry
 # failed messages themselves (outputs: the batch's round; alerts: the outbox), so a short
-# timeout only brings the report, and a health signal, sooner. Both can be set by --kafka-config.
+# timeout only brings the report, and a health signal, sooner. --kafka-config message.timeout.ms=...
+# overrides both with one value.
 OUTPUT_DELIVERY_TIMEOUT_MS = 60_000
 ALERT_DELIVERY_TIMEOUT_MS = 30_000
 

@@ -1,4 +1,4 @@
-"""Flow control between the steps: how a step waits, gives a batch up, or stops the consumer.
+"""Flow control between the steps: how a step waits, and how it gives a batch up (errors.FatalStop stops the consumer).
 
 A step that cannot finish now (acks pending, Redis down or out of memory, the model
 failing) waits through a Waiter: the assigned partitions are paused and the consumer

@@ -40,7 +40,7 @@ class Row:
     alerts_expected: int  # transitions Redis recorded: (alert_id, state) pairs
     alerts_sent: int  # of those, on the alerts topic
     alert_ids_match: bool  # the topic holds exactly the recorded (alert_id, state) pairs
-    fired: list[str]  # the subjects that fired
+    fired: list[str]  # the subjects that fired, "<kind>:<name>"
     recover_s: float
 
 
@@ -164,7 +164,7 @@ class ChaosStream:
                     for state in (("firing",) if a["state"] == "firing" else ("firing", "resolved"))}
         self.sent_alerts = [orjson.loads(m.value()) for m in read_topic(self.bootstrap, self.alerts_topic, expect=10**9, timeout=3)]
         sent = {(a["alert_id"], a["state"]) for a in self.sent_alerts}
-        fired = sorted({a["query"] or a["product_id"] for a in self.sent_alerts if a["state"] == "firing"})
+        fired = sorted({f"{a['subject']}:{a['query'] or a['product_id']}" for a in self.sent_alerts if a["state"] == "firing"})
         self._cleanup(client)
         return Row(fault, total, len(set(by_id) & {e["event_id"] for e in events}), sum(seen.values()) - len(seen),
                    len(dead), exact, len(recorded), len(sent & recorded), sent == recorded, fired, recover_s)

@@ -50,7 +50,7 @@ def report():
 
 
 def _check(row: Row, events: int, poison: int = 0, fires: frozenset[str] = frozenset()) -> None:
-    """The row as measured; `fires`: the subjects whose alert the scenario must raise, and no others."""
+    """The row as measured; `fires`: the subjects ("<kind>:<name>") whose alert the scenario must raise, and no others."""
     ROWS.append(row)
     assert row.labelled_unique == events, f"{row.fault}: {events - row.labelled_unique} events lost"
     assert row.dead_lettered == poison, f"{row.fault}: {row.dead_lettered} dead letters, expected {poison}"
@@ -254,7 +254,7 @@ def test_spike_burst_into_a_stopped_consumer(tiny_checkpoint, tmp_path):
     feeder = Feeder(stream.bootstrap, stream.topics["input"], [], RATE)
     feeder.start()
     row = stream.finish("spike burst into a stopped consumer", events + spiked, 0, feeder)
-    _check(row, len(events) + len(spiked), fires=frozenset({"flash sale tv"}))
+    _check(row, len(events) + len(spiked), fires=frozenset({"query:flash sale tv", "product:p-flash sale tv"}))
 
 
 def test_steady_queries_streamed_live_for_10_minutes_raise_no_alert(tiny_checkpoint, tmp_path):
