@@ -101,7 +101,7 @@ class ChaosStream:
         if alerts_broker is None:
             specs.append(NewTopic(self.alerts_topic, 1, replication, config=insync))
         else:
-            specs.append(NewTopic(self.alerts_topic, replica_assignment=[[alerts_broker]], config={"min.insync.replicas": "1"}))
+            specs.append(NewTopic(self.alerts_topic, 1, replica_assignment=[[alerts_broker]], config={"min.insync.replicas": "1"}))
         for future in admin.create_topics(specs).values():
             future.result(timeout=30)
         self.group = f"{self.tag}-group"
