@@ -162,7 +162,7 @@ def test_alerts_partition_leaderless_for_60s_under_load(tiny_checkpoint, tmp_pat
     _restart_services()
     stream.faults_cleared_at = time.monotonic()
     spiked = [orjson.loads(v) for v in spike]
-    row = stream.finish(f"alerts partition leaderless 60 s (broker {victim} SIGKILL); labelled {during} of ~{offered:.0f} offered meanwhile",
+    row = stream.finish(f"alerts partition leaderless 60 s (broker {victim} SIGKILL): {during} labelled meanwhile, ~{offered:.0f} offered",
                         events + spiked, 0, feeder)
     _check(row, len(events) + len(spiked), fires=frozenset({"query:flash sale tv", "product:p-flash sale tv"}))
     assert during >= 0.6 * offered, f"the labelled stream slowed to {during} of ~{offered:.0f} events while the alert could not be sent"
