@@ -73,14 +73,14 @@ browser:  ## install Chromium, chromedriver and a CJK font for the dashboard tes
 test: $(STAMP) services-up browser  ## the whole suite against the real Kafka and Redis (chaos scenarios: make chaos)
 	@$(PY) -m pytest -m "not chaos and not cluster" $(PYTEST_ARGS) $(NO_TESTS_FAIL)
 
-chaos: $(STAMP) services-up  ## fault injection under load (~20 min); table in bench/results/chaos-latest.json
+chaos: $(STAMP) services-up  ## fault injection under load (~28 min); table in bench/results/chaos-latest.json
 	$(PY) -m pytest -m chaos tests/chaos $(PYTEST_ARGS) $(NO_TESTS_FAIL)
 
 # The clustered targets run with the local clusters' addresses, whatever the variables say.
 CLUSTER_ENV = KAFKA_BROKERS=3 REDIS_CLUSTER=1 REDIS_URL=redis://127.0.0.1:$(REDIS_PORT) \
 	KAFKA_BOOTSTRAP_SERVERS=$(shell seq -s, -f '127.0.0.1:%g' $(KAFKA_PORT) $$(($(KAFKA_PORT) + 2)))
 
-chaos-cluster: $(STAMP)  ## faults on a 3-broker Kafka and a Redis Cluster (~10 min); switches the local services to clusters
+chaos-cluster: $(STAMP)  ## faults on a 3-broker Kafka and a Redis Cluster (~8 min); switches the local services to clusters
 	$(CLUSTER_ENV) services/services.sh up
 	$(CLUSTER_ENV) $(PY) -m pytest -m cluster tests/chaos $(PYTEST_ARGS) $(NO_TESTS_FAIL)
 
