@@ -231,7 +231,7 @@ def throughput(checkpoint: str, members: int, values: list[bytes]) -> dict:
 
 
 def wait_cost(batches: int = 300) -> dict:
-    from consumer.redis_client import connect
+    from schemas.redis_connection import connect
     from consumer.state.counters import CounterLayout, CounterStore, Increment
     from consumer.state.routing import Replication
 

@@ -26,7 +26,7 @@ from .alerts.state import AlertStore
 from .dashboard.assets import PAGE_HEADERS, asset
 from .dashboard.status import ConsumerStatus
 from .httpserver import BoundedHTTPServer
-from .redis_client import REDIS_ERRORS
+from schemas.redis_connection import REDIS_ERRORS
 from .state.counters import CounterStore
 from .state.rates import RateStore
 

@@ -18,9 +18,11 @@ import signal
 import time
 from dataclasses import dataclass, field
 
+from model_runtime.rollout import CanaryRule, RolloutState, RolloutStore
 from model_runtime.stats.spikes import SpikeRule
 from schemas import Limits
 from schemas.kafka_connection import redact
+from schemas.redis_connection import connect, redacted_url
 from schemas.timestamps import parse_duration
 
 from .alerts.detector import SpikeDetector
@@ -34,10 +36,10 @@ from .faults import check_kill_before_commit
 from .kafka.clients import ALERT_DELIVERY_TIMEOUT_MS, OUTPUT_DELIVERY_TIMEOUT_MS, consumer_config, ensure_topics, producer_config
 from .kafka.output import OutputProducer
 from .kafka.source import KafkaSource
-from .model.canary import Canary, CanaryPolicy, Decision
+from .model.canary import Canary
 from .model.classifier import SentimentClassifier
 from .model.language import ENGLISH, MULTILINGUAL
-from .model.reload import ModelReloader
+from .model.reload import ModelReloader, serve_at_start
 from .observability import Health, Metrics, serve_metrics
 from .pipeline.alerting import AlertStep
 from .pipeline.commit import CommitStep
@@ -49,7 +51,7 @@ from .pipeline.produce import ProduceStep
 from .kafka.span import Span
 from .pipeline.records import LabelledBatch
 from .pipeline.validate import Validator
-from .redis_client import connect, redacted_url, refuse_evicting
+from .redis_client import refuse_evicting
 from .state.counters import CounterLayout, CounterStore, model_key
 from .state.rates import RateStore
 from .state.routing import Replication
@@ -129,11 +131,11 @@ def checkpoint_paths(m: ModelSettings) -> dict[str, str]:
     return paths
 
 
-def canary_policy(m: ModelSettings) -> CanaryPolicy | None:
+def canary_rule(m: ModelSettings) -> CanaryRule | None:
     if not m.canary_share:
         return None
     try:
-        return CanaryPolicy(m.canary_share, m.canary_min_events, m.canary_min_agreement)
+        return CanaryRule(m.canary_share, m.canary_min_events, m.canary_min_agreement)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -160,7 +162,6 @@ class StreamProcessor:
         self.deadline = float("inf")
         self.first_batch_logged = False
         self.batches_done = 0
-        self.reloader: ModelReloader | None = None
 
     # -- start-up -------------------------------------------------------------------------
     def start(self) -> None:
@@ -180,9 +181,12 @@ class StreamProcessor:
             raise ConfigError("--redis-wait-replicas must be >= 0 and --redis-wait-timeout-ms > 0")
         store = CounterStore(client, layout, Replication(w.redis_wait_replicas, w.redis_wait_timeout_ms))
         alerts = alert_store(client, layout, s.alerts)
-        canary = canary_policy(s.model)  # a bad canary setting fails before minutes of model loading
+        canary = canary_rule(s.model)  # a bad canary setting fails before minutes of model loading
         paths, load = checkpoint_paths(s.model), model_loader(s.model)
-        self.models = {route: load(path) for route, path in paths.items()}
+        stores = {route: RolloutStore(client, s.redis.redis_prefix, s.kafka.group_id, route) for route in paths}
+        self.models, states = {}, {}
+        for route, path in paths.items():  # the group's version in service, not whatever `latest` names
+            self.models[route], states[route] = serve_at_start(stores[route], path, load, route, self._fell_back)
         for route, classifier in self.models.items():
             self.metrics.model.labels(route, classifier.name, classifier.version, str(classifier.device)).set(1)
             log.info("model loaded", extra={"route": route, "model_version": classifier.version, "device": str(classifier.device),
@@ -205,11 +209,10 @@ class StreamProcessor:
             except OSError as exc:
                 raise ConfigError(f"cannot serve metrics on {s.runtime.metrics_host}:{s.runtime.metrics_port}: {exc.strerror}") from None
         self.validator = Validator(Limits(s.runtime.max_message_bytes, s.runtime.max_text_bytes), s.kafka.dlq_topic, self.metrics)
-        if s.model.reload_interval_s > 0:
-            self.reloader = ModelReloader(self.models, paths, load, s.model.reload_interval_s, self._swapped, self._refused,
-                                          canary, self._canary)
+        self.reloader = ModelReloader(self.models, paths, stores, states, load, s.model.reload_interval_s, canary,
+                                      self._swapped, self._refused, self._canary)
         labeller = Labeller(self.models, layout, s.kafka.output_topic, s.kafka.dlq_topic, self.metrics,
-                            *((self.reloader.adopt, self.reloader.observe) if self.reloader else ()))
+                            self.reloader.adopt, self.reloader.observe)
         self.inference = InferenceStage(labeller, self.metrics, self.health, s.runtime.model_failure_timeout_s)
         self.produce = ProduceStep(producer, s.kafka.dlq_topic, self.metrics)
         self.count = CountStep(store, rates, self.metrics)
@@ -224,8 +227,7 @@ class StreamProcessor:
         self.producer = producer
         self.source = KafkaSource(kafka_conf, s.kafka.input_topics)
         self.commit = CommitStep(self.source, self.metrics)
-        if self.reloader is not None:
-            self.reloader.start()
+        self.reloader.start()
 
     def _swapped(self, route: str, previous: SentimentClassifier, current: SentimentClassifier) -> None:
         """A new version took over between batches (the inference thread): metrics, log, share rates."""
@@ -240,15 +242,21 @@ class StreamProcessor:
         log.error("new checkpoint refused; the running model keeps serving",
                   extra={"route": route, "model_version": version, "reason": reason})
 
-    def _canary(self, route: str, canary: Canary, decision: Decision) -> None:
+    def _fell_back(self, route: str, in_service: str, reason: str) -> None:
+        self.metrics.model_reloads.labels(route, "fell_back").inc()
+
+    def _canary(self, route: str, canary: Canary, state: RolloutState, action: str) -> None:
+        """This process added shadowed events to the group's tally (the inference thread)."""
         version = canary.candidate.version
-        self.metrics.canary_compared.labels(route, version).set(canary.compared)
-        self.metrics.canary_agreement.labels(route, version).set(canary.agreement)
+        compared, agreed = state.compared, state.agreed  # the group's tally (kept after its decision)
+        self.metrics.canary_compared.labels(route, version).set(compared)
+        self.metrics.canary_agreement.labels(route, version).set(agreed / compared if compared else 0.0)
         for label, difference in canary.share_difference().items():
             self.metrics.canary_share_difference.labels(route, version, label).set(difference)
-        if decision is not None:
-            log.info("canary decided", extra={"route": route, "model_version": version, "decision": decision,
-                                              "agreement": round(canary.agreement, 4), "compared": canary.compared,
+        if action in ("promoted", "refused"):  # this process's events completed the tally: it decided for the group
+            log.info("canary decided", extra={"route": route, "model_version": version, "decision": {"promoted": "promote", "refused": "refuse"}[action],
+                                              "group_decision": state.decision, "agreement": round(agreed / compared, 4) if compared else 0.0,
+                                              "compared": compared,
                                               "share_difference": {k: round(v, 4) for k, v in canary.share_difference().items()}})
 
     # -- loop -----------------------------------------------------------------------------
@@ -321,8 +329,7 @@ class StreamProcessor:
         log.warning("batch abandoned uncommitted", extra={"reason": reason})
 
     def shutdown(self) -> None:
-        if self.reloader is not None:
-            self.reloader.close()
+        self.reloader.close()
         self.inference.close()
         self.commit.close()
         self.source.close()

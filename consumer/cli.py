@@ -15,7 +15,7 @@ from schemas.settings import add_dataclass_arguments, dataclass_from_args
 
 from .config import AlertSettings, AlertWindowSettings, CounterSettings, KafkaSettings, ModelSettings, RedisSettings, RedisWriteSettings, RuntimeSettings
 from .errors import ConfigError
-from .redis_client import REDIS_ERRORS
+from schemas.redis_connection import REDIS_ERRORS, RedisSettingsError
 
 log = logging.getLogger("consumer")
 
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _read_stores(args: argparse.Namespace):
     from .app import Settings, alert_store, alert_times
-    from .redis_client import connect
+    from schemas.redis_connection import connect
     from .state.counters import CounterStore
     from .state.rates import RateStore
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             processor.start()
             return processor.run()
         return _read(args)
-    except (ConfigError, CheckpointError) as exc:
+    except (ConfigError, CheckpointError, RedisSettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except REDIS_ERRORS as exc:

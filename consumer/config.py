@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schemas.kafka_connection import KafkaConnection
+from schemas.redis_connection import RedisConnection
 
 
 @dataclass
@@ -20,10 +21,7 @@ class KafkaSettings(KafkaConnection):
 
 
 @dataclass
-class RedisSettings:
-    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata={"help": "Redis URL; redis://user:pass@host:port/db, rediss:// for TLS; with --redis-cluster, any one node of the cluster (db 0)"})
-    redis_cluster: bool = field(default=False, metadata={"help": "the URL names a node of a Redis Cluster: discover the others and send each key to its slot's master"})
-    redis_prefix: str = field(default="sentiment", metadata={"help": "prefix of every Redis key this system writes"})
+class RedisSettings(RedisConnection):
     allow_evicting_redis: bool = field(default=False, metadata={"help": "run even when Redis's maxmemory-policy may evict keys (evicted offset fences can double-count)"})
 
 

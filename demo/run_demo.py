@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, Producer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumer.redis_client import connect  # noqa: E402
+from schemas.redis_connection import connect  # noqa: E402
 from consumer.state.counters import CounterLayout, CounterStore  # noqa: E402
 from consumer.state.rates import RateStore  # noqa: E402
 from demo_consumer import consumer_on_demo_topics  # noqa: E402

@@ -12,6 +12,7 @@ import orjson
 
 from schemas.checkpoint import CheckpointError
 from schemas.kafka_connection import KafkaConnection
+from schemas.redis_connection import REDIS_ERRORS, RedisConnection, RedisSettingsError, connect
 from schemas.settings import add_dataclass_arguments, dataclass_from_args
 
 from .bases import DEFAULT_CACHE_DIR, E5, prepare_base
@@ -54,6 +55,35 @@ class RollbackArguments:
     version: str = field(default="", metadata={"env": "ROLLBACK_VERSION", "help": "version to point latest at (default: the one published before the current latest)"})
 
 
+@dataclass
+class RolloutArguments:
+    group_id: str = field(default="sentiment-consumer", metadata={"env": "GROUP_ID", "help": "the consumer group whose rollout state to show or change (the consumer's --group-id)"})
+    route: str = field(default="english", metadata={"help": "the model route: english (--checkpoint) or multilingual (--multilingual-checkpoint)", "choices": ["english", "multilingual"]})
+    refuse: str = field(default="", metadata={"env": "ROLLOUT_REFUSE", "help": "refuse this version for the whole group: a canary of it stops, no process serves it; "
+                                                                              "refusing the version in service puts the last good one back", "metavar": "VERSION"})
+    reason: str = field(default="refused by an operator", metadata={"env": "ROLLOUT_REASON", "help": "why, recorded with the refusal"})
+
+
+def rollout(options: RolloutArguments, redis: RedisConnection) -> dict:
+    """The group's rollout state for one route, after refusing `options.refuse` when given."""
+    from model_runtime.rollout import RolloutStore
+
+    store = RolloutStore(connect(redis.redis_url, redis.redis_cluster), redis.redis_prefix, options.group_id, options.route)
+    if not options.refuse:
+        state = store.read()
+        if state is None:
+            raise TrainerError(f"no rollout state for group {options.group_id!r}, route {options.route} under prefix {redis.redis_prefix!r}: "
+                               "no consumer of that group has started")
+        return state.as_dict()
+    if not 1 <= len(options.reason) <= 300:
+        raise TrainerError("--reason must be 1 to 300 characters")
+    outcome, state = store.refuse(options.refuse, options.reason)
+    if outcome == "no_fallback":
+        raise TrainerError(f"{options.refuse} is the version in service and the group has no last good version to put back; "
+                           "publish or roll back to another version first")
+    return {"outcome": outcome, **(state.as_dict() if state else {})}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -79,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                                          description="Swap OUTPUT_DIR/latest to --version after checking its manifest. "
                                                      "Running consumers swap to it within their --reload-interval-s, without a restart.")
     add_dataclass_arguments(publish_parser, PublishArguments, "publish")
+    rollout_parser = commands.add_parser("rollout", help="show a consumer group's model rollout state, or refuse a version for the whole group",
+                                         description="Print the group's rollout state for one route as JSON: the version in service, the last good one, "
+                                                     "a canary under way and its tally (summed over every consumer process), refused versions with "
+                                                     "their reasons, the last decision. With --refuse VERSION, refuse it for the group first.")
+    add_dataclass_arguments(rollout_parser, RolloutArguments, "rollout")
+    add_dataclass_arguments(rollout_parser, RedisConnection, "redis (the consumer's flags and variables)")
     return parser
 
 
@@ -102,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise TrainerError("publish needs --version V (a directory name under --output-dir)")
             previous, current = rollback(options.output_dir, options.version)
             print(f"{options.output_dir}/latest: {previous} -> {current}")
+        elif args.command == "rollout":
+            state = rollout(dataclass_from_args(RolloutArguments, args), dataclass_from_args(RedisConnection, args))
+            sys.stdout.buffer.write(orjson.dumps(state, option=orjson.OPT_INDENT_2) + b"\n")
         elif args.command == "prepare-base":
             prepare = dataclass_from_args(PrepareBaseArguments, args)
             print(prepare_base(E5, prepare.model_cache_dir, force=prepare.force))
@@ -110,8 +149,11 @@ def main(argv: list[str] | None = None) -> int:
 
             report = run_evaluate(dataclass_from_args(EvaluateArguments, args))
             sys.stdout.buffer.write(orjson.dumps(report) + b"\n")
-    except (TrainerError, CheckpointError) as exc:
+    except (TrainerError, CheckpointError, RedisSettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except REDIS_ERRORS as exc:
+        print(f"error: redis: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

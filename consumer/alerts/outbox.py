@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError
 
 from ..kafka.output import Outgoing, OutputProducer, is_permanent
 from ..observability import Health, Metrics
-from ..redis_client import REDIS_ERRORS
+from schemas.redis_connection import REDIS_ERRORS
 from .state import AlertStore, Subject
 from .webhook import WebhookNotifier
 

@@ -1,67 +1,160 @@
-"""Hot reload: a new version behind a checkpoint path replaces the running model between batches.
+"""Hot reload under the consumer group's rollout decision (model_runtime/rollout.py).
 
-A background thread polls each route's checkpoint path (the `latest` symlink the trainer
-swaps atomically; `read_manifest` resolves it) every `interval_s`. A new version is
-loaded and checked there, off the hot path: the manifest, the same labels as the running
-model (counters and shares are per label), and a smoke batch of finite probabilities that
-sum to one. The inference thread adopts it at the start of its next batch, so each batch
-is labelled by one version per route, nothing is re-sent and no rebalance happens. A
-checkpoint that fails a check is refused once per version, with a log line and a metric,
-and the running model keeps serving. With a canary policy (model/canary.py) a checked
-version first labels a sample of each batch in shadow, and is swapped in only when it
-agrees enough with the running model.
+Every process of a group serves the version the group's state has in service, and the
+group decides what that is once:
+
+- start-up (`serve_at_start`): the version in service, never whatever `latest` names; when
+  it can't be loaded or fails its checks here, the last good version, said loudly. Only a
+  group with no state at all starts from `latest`, checked.
+- the reload thread, every `interval_s`: tells the group what `latest` names (`follow`). A
+  new version is loaded here from its own directory, checked, and offered: it becomes the
+  group's canary, or without one the version in service. A check that fails refuses it for
+  the group. `latest` back at the version in service cancels a canary; `latest` at a version
+  served before is a rollback, in service at once. The thread also loads what the group's
+  state names and this process lacks (the version in service, the candidate).
+- the inference thread, between batches (`adopt`): one HGET of the state's epoch; on a
+  change, the state. It swaps in the version in service once loaded, and starts or drops
+  the canary's shadow. After each batch (`observe`) the shadowed events go to the group's
+  tally; the process whose events complete it decides for all.
+
+A Redis error here never stops labelling: the process keeps its model and tries again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from schemas.checkpoint import CheckpointError, read_manifest
+from model_runtime.rollout import CanaryRule, RolloutState, RolloutStore
+from schemas.checkpoint import MANIFEST_FILE, CheckpointError, read_manifest
+from schemas.redis_connection import REDIS_ERRORS
 
-from .canary import Canary, CanaryPolicy, Decision
+from ..errors import ConfigError
+from .canary import Canary
+from .language import MULTILINGUAL
 
 log = logging.getLogger("consumer.reload")
-SMOKE_TEXTS = ["good product", "terrible, it broke after a day", "质量很好", "太差了，退货"]
+_ENGLISH_SMOKE = [("good product, works great", "positive"), ("terrible, it broke after a day", "negative"),
+                  ("I love it, highly recommend", "positive"), ("waste of money, very disappointed", "negative")]
+# Texts of known polarity: a checkpoint that reads them the wrong way round (labels swapped)
+# is refused. The English model is unreliable on Chinese, so each route is asked in its languages.
+SMOKE_TEXTS = {MULTILINGUAL: _ENGLISH_SMOKE + [("质量很好，非常满意", "positive"), ("太差了，退货", "negative"),
+                                               ("物美价廉，推荐购买", "positive"), ("很失望，用了一天就坏了", "negative")]}
+_REDIS_RETRY_LOG_S = 30.0
 
 
 class CheckpointRefused(Exception):
-    """A new checkpoint that must not replace the running model, with the reason."""
+    """A new checkpoint that must not serve, with the reason."""
 
 
-def check_candidate(candidate, active) -> None:
+def smoke_texts(route: str) -> list[tuple[str, str]]:
+    return SMOKE_TEXTS.get(route, _ENGLISH_SMOKE)
+
+
+def check_alone(model, route: str) -> None:
+    """Refuse a loaded checkpoint whose smoke batch is no distribution or gets the polarity of
+    most smoke texts wrong (the decision rule aside: positive against negative probability)."""
+    smoke = smoke_texts(route)
+    probs, _ = model.forward([text for text, _ in smoke])
+    if probs.shape != (len(smoke), len(model.labels)) or not np.isfinite(probs).all() \
+            or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise CheckpointRefused("smoke batch gave no probability distribution (non-finite or not summing to 1)")
+    negative, positive = model.labels.index("negative"), model.labels.index("positive")
+    wrong = [text for (text, want), row in zip(smoke, probs) if (row[positive] > row[negative]) != (want == "positive")]
+    if 2 * len(wrong) >= len(smoke):
+        raise CheckpointRefused(f"smoke texts of known polarity read the other way round ({len(wrong)} of {len(smoke)}, "
+                                f"e.g. {wrong[0]!r}): labels swapped?")
+
+
+def check_candidate(candidate, active, route: str) -> None:
     """Refuse a loaded checkpoint that could not take the running model's place."""
     if set(candidate.labels) != set(active.labels):
         raise CheckpointRefused(f"labels {candidate.labels} differ from the running model's {active.labels}")
-    probs, _ = candidate.forward(SMOKE_TEXTS)
-    if probs.shape != (len(SMOKE_TEXTS), len(candidate.labels)) or not np.isfinite(probs).all() \
-            or not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
-        raise CheckpointRefused("smoke batch gave no probability distribution (non-finite or not summing to 1)")
+    check_alone(candidate, route)
+
+
+def version_dir(path: str, version: str) -> str:
+    """Where `version` of a route's checkpoint lives: beside `latest` (the trainer publishes
+    ROOT/<version>), or `path` itself when it is that version."""
+    sibling = Path(path).parent / version
+    if (sibling / MANIFEST_FILE).is_file():
+        return str(sibling)
+    if read_manifest(path)["version"] == version:
+        return str(Path(path).resolve())
+    raise CheckpointError(f"version {version} is not in {Path(path).parent} (beside {path})")
+
+
+def load_version(load: Callable[[str], object], path: str, version: str):
+    model = load(version_dir(path, version))
+    if model.version != version:
+        raise CheckpointError(f"{version_dir(path, version)} holds version {model.version}, not {version}")
+    return model
+
+
+def serve_at_start(store: RolloutStore, path: str, load: Callable[[str], object], route: str,
+                   on_fallback: Callable[[str, str, str], None]) -> tuple[object, RolloutState]:
+    """The model this process starts with, and the group's state (see the module doc)."""
+    state = store.read()
+    first = None
+    if state is None:
+        try:
+            first = load(str(Path(path).resolve()))
+            check_alone(first, route)
+        except CheckpointRefused as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        action, state = store.init(first.version)
+        if action == "init":
+            log.info("first start of the group: serving latest", extra={"route": route, "model_version": first.version})
+            return first, state
+    failures = []
+    for version in (state.serving, state.last_good):
+        if not version or version in state.refused:
+            continue
+        try:
+            model = first if first is not None and first.version == version else load_version(load, path, version)
+            check_alone(model, route)
+        except Exception as exc:  # noqa: BLE001 - whatever a broken checkpoint raises, the next one is tried
+            failures.append(f"{version}: {type(exc).__name__}: {exc}"[:300])
+            continue
+        if version != state.serving:
+            on_fallback(route, state.serving, failures[0])
+            log.error("the group's version in service can't be served here; serving its last good version",
+                      extra={"route": route, "in_service": state.serving, "model_version": version, "reason": failures[0]})
+        return model, state
+    raise ConfigError(f"the group's version in service ({state.serving}) and its last good version "
+                      f"({state.last_good or 'none'}) can't be served from {Path(path).parent}: {'; '.join(failures) or 'refused'}")
 
 
 class ModelReloader:
     """`models` is the Labeller's own route -> model dict: `adopt` swaps entries in it."""
 
-    def __init__(self, models: dict, paths: dict[str, str], load: Callable[[str], object], interval_s: float,
+    def __init__(self, models: dict, paths: dict[str, str], stores: dict[str, RolloutStore], states: dict[str, RolloutState],
+                 load: Callable[[str], object], interval_s: float, canary: CanaryRule | None,
                  on_swap: Callable[[str, object, object], None], on_refused: Callable[[str, str, str], None],
-                 canary: CanaryPolicy | None = None,
-                 on_canary: Callable[[str, Canary, Decision], None] = lambda route, canary, decision: None) -> None:
+                 on_canary: Callable[[str, Canary, RolloutState, str], None]) -> None:
         self.models = models
-        self.canary_policy = canary
-        self.on_canary = on_canary
-        self._canaries: dict[str, Canary] = {}
         self.paths = paths
+        self.stores = stores
         self.load = load
         self.interval_s = interval_s
+        self.canary_rule = canary
         self.on_swap = on_swap
         self.on_refused = on_refused
-        self._pending: dict[str, object] = {}
-        self._refused: dict[str, tuple[str, str]] = {}  # route -> (version, reason) last refused
+        self.on_canary = on_canary
+        self._states = dict(states)  # route -> the group's state as last read (inference thread)
+        self._epochs = {route: state.epoch for route, state in states.items()}
+        self._loaded: dict[str, dict[str, object]] = {route: {} for route in paths}  # versions the state names, ready here
+        self._canaries: dict[str, Canary] = {}
+        self._said: set[tuple[str, str, str]] = set()
+        self._redis_logged = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-reload", daemon=True)
 
     def start(self) -> None:
@@ -69,82 +162,158 @@ class ModelReloader:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
 
+    # -- the reload thread ----------------------------------------------------------------
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        next_follow = time.monotonic() + self.interval_s
+        while not self._stop.is_set():
+            follow = self.interval_s > 0 and time.monotonic() >= next_follow
+            if follow:
+                next_follow = time.monotonic() + self.interval_s
             for route in self.paths:
-                self.check(route)
+                try:
+                    if follow:
+                        self.follow(route)
+                    self.sync(route)
+                except REDIS_ERRORS as exc:
+                    self._redis_failed("rollout state unreachable; the running model keeps serving", exc)
+            self._wake.wait(max(0.05, next_follow - time.monotonic()) if self.interval_s > 0 else None)
+            self._wake.clear()
 
-    def check(self, route: str) -> None:
-        """Load and check a new version of `route`'s checkpoint when there is one (the reload thread)."""
-        path = self.paths[route]
+    def follow(self, route: str) -> None:
+        """Tell the group what `latest` names; check a version new to the group, and offer it."""
+        path, store = self.paths[route], self.stores[route]
         try:
             version = read_manifest(path)["version"]
         except CheckpointError as exc:
-            self._refuse(route, "(unreadable)", str(exc))
+            self._refused(route, "(unreadable)", str(exc))
             return
+        action, state = store.follow(version)
+        if action == "no_state":  # the state is gone (a flushed Redis): the version in service here starts it again
+            store.init(self.models[route].version)
+            action, state = store.follow(version)
+        if action == "check":
+            try:
+                candidate = load_version(self.load, path, version)
+                check_candidate(candidate, self.models[route], route)
+            except Exception as exc:  # noqa: BLE001 - whatever a broken checkpoint raises, the group keeps serving
+                reason = str(exc) if isinstance(exc, (CheckpointError, CheckpointRefused)) else f"{type(exc).__name__}: {exc}"
+                store.refuse(version, reason[:300])
+                self._refused(route, version, reason)
+                return
+            with self._lock:
+                self._loaded[route][version] = candidate
+            action, state = store.offer(version, self.canary_rule)
+            log.info("model version checked; offered to the group",
+                     extra={"route": route, "model_version": version, "outcome": action, "decision": state.decision})
+        elif action in ("cancelled", "rollback"):
+            log.warning("latest moved back; the group follows", extra={"route": route, "model_version": version,
+                                                                        "outcome": action, "decision": state.decision})
+        if state is not None:
+            self._need(route, state)
+
+    def sync(self, route: str) -> None:
+        """Load what the group's state names and this process lacks."""
+        state = self.stores[route].read()
+        if state is not None:
+            self._need(route, state)
+
+    def _need(self, route: str, state: RolloutState) -> None:
+        needed = {state.serving, state.candidate} - {"", self.models[route].version}
         with self._lock:
-            known = {self.models[route].version, getattr(self._pending.get(route), "version", None),
-                     getattr(getattr(self._canaries.get(route), "candidate", None), "version", None)}
-        if version in known or self._refused.get(route, ("",))[0] == version:
+            loaded = self._loaded[route]
+            for version in set(loaded) - needed:
+                del loaded[version]
+            missing = needed - set(loaded)
+        for version in sorted(missing):
+            try:
+                model = load_version(self.load, self.paths[route], version)
+                check_candidate(model, self.models[route], route)
+            except Exception as exc:  # noqa: BLE001 - this process can't serve it; the group's decision stands
+                role = "in service" if version == state.serving else "under canary"
+                self._say(route, version, f"{type(exc).__name__}: {exc}",
+                          lambda reason: log.error(f"the group's version {role} can't be loaded here; the running model keeps serving",
+                                                   extra={"route": route, "model_version": version, "reason": reason[:300]}))
+                continue
+            with self._lock:
+                self._loaded[route][version] = model
+            self._wake.set()  # nothing to wait for: the inference thread picks it up at the next batch
+
+    # -- the inference thread -------------------------------------------------------------
+    def adopt(self) -> None:
+        """Between batches: the group's decision, adopted as soon as its version is loaded here."""
+        for route, store in self.stores.items():
+            try:
+                epoch = store.epoch()
+                if epoch != self._epochs.get(route):
+                    state = store.read()
+                    self._epochs[route] = epoch
+                    if state is not None:
+                        self._states[route] = state
+                    self._wake.set()  # the reload thread loads what the new state names
+            except REDIS_ERRORS as exc:
+                self._redis_failed("rollout state unreachable; the running model keeps serving", exc)
+            self._apply(route)
+
+    def _apply(self, route: str) -> None:
+        state = self._states.get(route)
+        if state is None:
             return
-        try:
-            candidate = self.load(path)
-            check_candidate(candidate, self.models[route])
-        except (CheckpointError, CheckpointRefused) as exc:
-            self._refuse(route, version, str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - whatever a broken checkpoint raises, the running model keeps serving
-            self._refuse(route, version, f"{type(exc).__name__}: {exc}")
-            return
+        active = self.models[route]
         with self._lock:
-            if self.canary_policy is None:
-                self._pending[route] = candidate
-            else:
-                self._canaries[route] = Canary(candidate, self.canary_policy)
-        if self.canary_policy is None:
-            log.info("model version loaded; swapping in at the next batch", extra={"route": route, "model_version": candidate.version})
-        else:
-            log.info("model version loaded; shadowing a sample of live traffic before promoting it",
-                     extra={"route": route, "model_version": candidate.version, "canary_share": self.canary_policy.share,
-                            "canary_min_events": self.canary_policy.min_events})
+            ready = self._loaded[route].get(state.serving)
+            shadow = self._loaded[route].get(state.candidate)
+        if state.serving != active.version and ready is not None:
+            self.models[route] = ready
+            self.on_swap(route, active, ready)
+        canary = self._canaries.get(route)
+        if canary is not None and canary.candidate.version != state.candidate:
+            del self._canaries[route]
+        if state.candidate and route not in self._canaries and shadow is not None and state.canary is not None:
+            self._canaries[route] = Canary(shadow, state.canary)
 
     def observe(self, route: str, texts: list[str], labels: list[str | None]) -> None:
-        """The running model labelled `texts` (the inference thread): feed the route's canary, if any."""
-        with self._lock:
-            canary = self._canaries.get(route)
+        """The running model labelled `texts`: shadow the group's canary and add to its tally."""
+        canary = self._canaries.get(route)
         if canary is None:
             return
+        version, store = canary.candidate.version, self.stores[route]
         try:
-            decision = canary.observe(texts, labels)
-        except Exception as exc:  # noqa: BLE001 - a candidate failing in shadow is refused, never the batch
-            decision, reason = "refuse", f"failed in shadow: {type(exc).__name__}: {exc}"
-        else:
-            reason = (f"canary agreed with the running model on {canary.agreement:.1%} of {canary.compared} events, "
-                      f"below --canary-min-agreement {canary.policy.min_agreement:.0%}")
-        self.on_canary(route, canary, decision)
-        if decision is None:
-            return
-        with self._lock:
-            if self._canaries.get(route) is canary:
+            try:
+                compared, agreed = canary.shadow(texts, labels)
+            except Exception as exc:  # noqa: BLE001 - a candidate failing in shadow is refused, never the batch
+                reason = f"failed in shadow: {type(exc).__name__}: {exc}"[:300]
                 del self._canaries[route]
-                if decision == "promote":
-                    self._pending[route] = canary.candidate  # swapped in at the start of the next batch
-        if decision == "refuse":
-            self._refuse(route, canary.candidate.version, reason)
+                _, state = store.refuse(version, reason)
+                self._refused(route, version, reason)
+            else:
+                if not compared:
+                    return
+                action, state = store.tally(version, compared, agreed)
+                self.on_canary(route, canary, state, action)
+                if action == "refused":
+                    self._refused(route, version, state.refused.get(version, "refused by the canary"))
+        except REDIS_ERRORS as exc:
+            self._redis_failed("canary tally not written; these shadowed events are not counted", exc)
+            return
+        if state is not None:
+            self._states[route], self._epochs[route] = state, state.epoch
+            self._apply(route)  # the canary stops at once; a promoted version serves from the next batch
 
-    def _refuse(self, route: str, version: str, reason: str) -> None:
-        if self._refused.get(route) == (version, reason):
-            return  # said once per version (once per reason while the manifest is unreadable)
-        self._refused[route] = (version, reason)
-        self.on_refused(route, version, reason[:300])
+    # -- saying things once ---------------------------------------------------------------
+    def _say(self, route: str, version: str, reason: str, say: Callable[[str], None]) -> None:
+        if (route, version, reason) not in self._said:
+            self._said.add((route, version, reason))
+            say(reason)
 
-    def adopt(self) -> None:
-        """Swap in the versions that are ready (the inference thread, between batches)."""
-        with self._lock:
-            pending, self._pending = self._pending, {}
-            for route, candidate in pending.items():
-                previous, self.models[route] = self.models[route], candidate
-                self.on_swap(route, previous, candidate)
+    def _refused(self, route: str, version: str, reason: str) -> None:
+        self._say(route, version, reason, lambda why: self.on_refused(route, version, why[:300]))
+
+    def _redis_failed(self, message: str, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._redis_logged >= _REDIS_RETRY_LOG_S:
+            self._redis_logged = now
+            log.warning(message, extra={"error": f"{type(exc).__name__}: {exc}"[:300]})

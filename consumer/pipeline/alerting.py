@@ -13,7 +13,7 @@ import time
 from ..alerts.detector import SpikeDetector
 from ..alerts.outbox import AlertOutbox
 from ..alerts.schedule import EvaluationSchedule
-from ..redis_client import REDIS_ERRORS
+from schemas.redis_connection import REDIS_ERRORS
 from ..state.counters import Increment
 
 log = logging.getLogger("consumer.alerting")

@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumer.alerts.state import AlertStore
-from consumer.redis_client import connect
+from schemas.redis_connection import connect
 from consumer.state.counters import CounterLayout, CounterStore
 from tests.consumer.harness import ConsumerProcess, expected_counts, labelled_by_id, read_topic, wait_committed
 

@@ -8,7 +8,7 @@ from consumer.cli import build_parser
 from consumer.config import KafkaSettings
 from consumer.errors import ConfigError
 from consumer.kafka.clients import client_config, consumer_config
-from consumer.redis_client import redacted_url
+from schemas.redis_connection import redacted_url
 from schemas.kafka_connection import redact
 
 

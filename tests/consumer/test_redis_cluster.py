@@ -13,7 +13,8 @@ from redis.cluster import RedisCluster, key_slot
 from consumer import views
 from consumer.alerts.state import AlertStore
 from consumer.errors import ConfigError
-from consumer.redis_client import connect, refuse_evicting
+from consumer.redis_client import refuse_evicting
+from schemas.redis_connection import RedisSettingsError, connect
 from consumer.state.counters import CounterLayout, CounterStore, Increment, RatedExample
 from consumer.state.rates import RateStore
 from consumer.state.routing import NotReplicated, Replication, ScriptRunner
@@ -129,5 +130,5 @@ def test_every_master_is_checked_for_eviction(client, cluster):
 
 
 def test_cluster_url_with_a_db_is_refused(cluster):
-    with pytest.raises(ConfigError, match="only db 0"):
+    with pytest.raises(RedisSettingsError, match="only db 0"):
         connect(cluster.url.replace("/0", "/3"), cluster=True)
