@@ -123,7 +123,7 @@ demo: $(STAMP) services-up checkpoint-english checkpoint-multilingual-demo  ## t
 RETRAIN_RECIPE := --model-name shop-sentiment --max-length 64 --freeze-embeddings --epochs 1 --learning-rate 5e-5 \
 	--batch-size 32 --evals-per-epoch 2
 
-retrain: $(STAMP) services-up checkpoint-english  ## the learning loop (~10 min): rated reviews -> topic -> trainer -> canary -> hot swap; before/after metrics
+retrain: $(STAMP) services-up checkpoint-english  ## the learning loop (~12 min): rated reviews -> topic -> trainer -> a group of 3 consumers canaries, promotes once, swaps; a 4th joins; a rollback cancels a canary
 	$(PY) demo/run_retrain.py --checkpoint checkpoints/latest --work-dir checkpoints/shop -- $(RETRAIN_RECIPE)
 
 bench: $(STAMP) services-up checkpoint  ## benchmarks in one run (~35 min); results in bench/results/

@@ -245,10 +245,12 @@ class StreamProcessor:
     def _fell_back(self, route: str, in_service: str, reason: str) -> None:
         self.metrics.model_reloads.labels(route, "fell_back").inc()
 
-    def _canary(self, route: str, canary: Canary, state: RolloutState, action: str) -> None:
+    def _canary(self, route: str, canary: Canary, state: RolloutState, action: str, shadowed: int) -> None:
         """This process added shadowed events to the group's tally (the inference thread)."""
         version = canary.candidate.version
         compared, agreed = state.compared, state.agreed  # the group's tally (kept after its decision)
+        if action != "stale":
+            self.metrics.canary_shadowed.labels(route, version).inc(shadowed)
         self.metrics.canary_compared.labels(route, version).set(compared)
         self.metrics.canary_agreement.labels(route, version).set(agreed / compared if compared else 0.0)
         for label, difference in canary.share_difference().items():

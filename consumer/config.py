@@ -73,10 +73,10 @@ class ModelSettings:
     backend: str = field(default="auto", metadata={"help": "torch, or onnxruntime (CPU only, the checkpoint's ONNX graph; the process never imports torch); auto = onnxruntime on a CPU-only machine, torch where there is a GPU", "choices": ["auto", "torch", "onnxruntime"]})
     quantize: str = field(default="none", metadata={"help": "int8: int8 weights (onnxruntime: the checkpoint's int8 graph; torch: dynamic quantization of the Linear layers, CPU only); measure its accuracy with trainer evaluate --quantize int8", "choices": ["none", "int8"]})
     onnx_cache_dir: str = field(default=".cache/onnx", metadata={"help": "onnxruntime backend: where checkpoints published without ONNX graphs are exported once"})
-    reload_interval_s: float = field(default=30.0, metadata={"help": "poll the checkpoint paths this often and swap a new version in between batches, without a restart (0 = never)"})
-    canary_share: float = field(default=0.0, metadata={"help": "before swapping a new version in, run it in shadow on this share of each batch (0 = swap once it passes the checks)"})
-    canary_min_events: int = field(default=500, metadata={"help": "shadowed events before the canary decides"})
-    canary_min_agreement: float = field(default=0.8, metadata={"help": "promote the canary when it agrees with the running model on at least this share of the shadowed events; refuse it otherwise"})
+    reload_interval_s: float = field(default=30.0, metadata={"help": "read what each checkpoint path (latest) names this often and tell the consumer group; a version the group puts in service is swapped in between batches, without a restart (0 = never follow latest; the group's decisions are still adopted)"})
+    canary_share: float = field(default=0.0, metadata={"help": "before the group swaps a new version in, every process runs it in shadow on this share of each batch (0 = swap once it passes the checks); the first process to offer a version sets the group's canary rule"})
+    canary_min_events: int = field(default=500, metadata={"help": "shadowed events, summed over the consumer group, before the canary decides"})
+    canary_min_agreement: float = field(default=0.8, metadata={"help": "promote the canary when it agrees with the version in service on at least this share of the shadowed events; refuse it for the group otherwise"})
     cache_size: int = field(default=50_000, metadata={"help": "inference cache entries (same normalized text + model version); 0 disables"})
 
 

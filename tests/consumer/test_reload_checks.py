@@ -116,7 +116,7 @@ class Group:
         reloader = ModelReloader(served, {"english": path}, {"english": self.store}, {"english": state}, self.load, 1.0, canary,
                                  lambda route, old, new: self.events.append((name, "swap", old.version, new.version)),
                                  lambda route, version, reason: self.events.append((name, "refused", version, reason)),
-                                 lambda route, canary, state, action: self.events.append((name, "tally", action)))
+                                 lambda route, canary, state, action, shadowed: self.events.append((name, "tally", action)))
         return SimpleNamespace(served=served, reloader=reloader)
 
 
