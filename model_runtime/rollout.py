@@ -16,7 +16,8 @@ Every transition is one Lua script on that one key, so it happens once however p
 Consumer processes write `init` (a first start with no state), `follow` (what `latest` names),
 `offer` (a version they loaded and checked), `tally` (their shadowed events; the call that
 reaches min_events decides) and `refuse` (a version that failed its checks); operators write
-`refuse` through `python -m trainer rollout --refuse`. Nothing else writes the key.
+`refuse` through `python -m trainer rollout --refuse`, and may delete the key (`--reset`).
+Nothing else writes it.
 """
 
 from __future__ import annotations
@@ -199,6 +200,10 @@ class RolloutStore:
     def read(self) -> RolloutState | None:
         fields = _decode(sum(([k, v] for k, v in self.client.hgetall(self.key).items()), []))
         return RolloutState.from_hash(fields) if fields.get("serving") else None
+
+    def reset(self) -> None:
+        """Forget the group's state (an operator's `trainer rollout --reset`)."""
+        self.client.delete(self.key)
 
     def epoch(self) -> int:
         value = self.client.hget(self.key, "epoch")

@@ -62,6 +62,8 @@ class RolloutArguments:
     refuse: str = field(default="", metadata={"env": "ROLLOUT_REFUSE", "help": "refuse this version for the whole group: a canary of it stops, no process serves it; "
                                                                               "refusing the version in service puts the last good one back", "metavar": "VERSION"})
     reason: str = field(default="refused by an operator", metadata={"env": "ROLLOUT_REASON", "help": "why, recorded with the refusal"})
+    reset: bool = field(default=False, metadata={"env": "ROLLOUT_RESET", "help": "forget the group's rollout state (e.g. after moving the checkpoint directory): "
+                                                                            "the next consumer to start takes latest again, checked"})
 
 
 def rollout(options: RolloutArguments, redis: RedisConnection) -> dict:
@@ -69,6 +71,12 @@ def rollout(options: RolloutArguments, redis: RedisConnection) -> dict:
     from model_runtime.rollout import RolloutStore
 
     store = RolloutStore(connect(redis.redis_url, redis.redis_cluster), redis.redis_prefix, options.group_id, options.route)
+    if options.reset and options.refuse:
+        raise TrainerError("--reset and --refuse exclude each other")
+    if options.reset:
+        state = store.read()
+        store.reset()
+        return {"outcome": "reset", "forgotten": state.as_dict() if state else None}
     if not options.refuse:
         state = store.read()
         if state is None:
@@ -112,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     rollout_parser = commands.add_parser("rollout", help="show a consumer group's model rollout state, or refuse a version for the whole group",
                                          description="Print the group's rollout state for one route as JSON: the version in service, the last good one, "
                                                      "a canary under way and its tally (summed over every consumer process), refused versions with "
-                                                     "their reasons, the last decision. With --refuse VERSION, refuse it for the group first.")
+                                                     "their reasons, the last decision. With --refuse VERSION, refuse it for the group first; "
+                                                     "with --reset, forget the state (running consumers start it again from the version they serve).")
     add_dataclass_arguments(rollout_parser, RolloutArguments, "rollout")
     add_dataclass_arguments(rollout_parser, RedisConnection, "redis (the consumer's flags and variables)")
     return parser
