@@ -14,10 +14,11 @@ from consumer import views
 from consumer.alerts.state import AlertStore
 from consumer.errors import ConfigError
 from consumer.redis_client import refuse_evicting
-from schemas.redis_connection import RedisSettingsError, connect
 from consumer.state.counters import CounterLayout, CounterStore, Increment, RatedExample
 from consumer.state.rates import RateStore
+from model_runtime.rollout import CanaryRule, RolloutStore
 from consumer.state.routing import NotReplicated, Replication, ScriptRunner
+from schemas.redis_connection import RedisSettingsError, connect
 from tests.services.redis_cluster import LocalRedisCluster
 
 LABELS = ("negative", "neutral", "positive")
@@ -132,3 +133,13 @@ def test_every_master_is_checked_for_eviction(client, cluster):
 def test_cluster_url_with_a_db_is_refused(cluster):
     with pytest.raises(RedisSettingsError, match="only db 0"):
         connect(cluster.url.replace("/0", "/3"), cluster=True)
+
+
+def test_the_rollout_state_lives_in_one_slot_and_decides_once(client):
+    prefix = f"cluster-rollout-{time.time_ns()}"
+    stores = [RolloutStore(client, prefix, "shop", route) for route in ("english", "multilingual")]
+    for store in stores:
+        assert store.init("v1")[0] == "init" and store.offer("v2", CanaryRule(1.0, 10, 0.5))[0] == "canary"
+        assert [store.tally("v2", 5, 5)[0] for _ in range(3)] == ["counting", "promoted", "stale"]
+        assert (store.read().serving, store.read().last_good) == ("v2", "v1")
+        client.delete(store.key)
