@@ -180,6 +180,8 @@ class ModelReloader:
                     self.sync(route)
                 except REDIS_ERRORS as exc:
                     self._redis_failed("rollout state unreachable; the running model keeps serving", exc)
+                except Exception:  # noqa: BLE001 - the thread outlives any one failure; the running model keeps serving
+                    log.exception("model reload failed; the running model keeps serving", extra={"route": route})
             self._wake.wait(max(0.05, next_follow - time.monotonic()) if self.interval_s > 0 else None)
             self._wake.clear()
 
