@@ -5,7 +5,6 @@ crash-loop on a corrupt `latest`; a rollback cancels a canary."""
 
 from __future__ import annotations
 
-import time
 
 import orjson
 
@@ -14,7 +13,7 @@ from trainer.cli import main as trainer
 from trainer.publish import point_latest
 
 from .conftest import assert_counters_exact
-from .harness import copy_checkpoint, labelled_by_id, make_events, produce, read_topic, wait_committed
+from .harness import copy_checkpoint, labelled_by_id, make_events, produce, read_topic, wait_committed, wait_for
 
 V1, V2, V3 = "20261201T100000Z-v1", "20261201T110000Z-v2", "20261201T120000Z-v3"
 FLIPPED, CORRUPT = "20261201T130000Z-flipped", "20261201T140000Z-corrupt"
@@ -25,13 +24,8 @@ def _logged(proc, message: str, version: str) -> list[dict]:
     return [line for line in proc.logs() if line.get("msg") == message and line.get("model_version") == version]
 
 
-def _wait(condition, what: str, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"never: {what}")
+def _wait(condition, what: str):
+    return wait_for(condition, 90.0, what)
 
 
 def _metric(proc, series: str) -> float:
