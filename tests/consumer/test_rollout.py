@@ -5,7 +5,6 @@ crash-loop on a corrupt `latest`; a rollback cancels a canary."""
 
 from __future__ import annotations
 
-
 import orjson
 
 from model_runtime.rollout import RolloutStore
