@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.checkpoint import WEIGHTS_FILE, CheckpointError, read_manifest
+from schemas.checkpoint import WEIGHTS_FILE, CheckpointError, read_verified, resolve_checkpoint, weights_digest
 
 
 @dataclass
@@ -43,17 +43,24 @@ QUANTIZE_CHOICES = ("none", "int8")
 def load_checkpoint(directory: str | Path, device: str = "auto", quantize: str = "none") -> LoadedCheckpoint:
     """Load weights (safetensors only, never pickle), tokenizer and manifest, in eval mode.
 
-    `quantize="int8"`: dynamic int8 quantization of the Linear layers (CPU only).
+    Everything comes from the directory `directory` resolves to once; the weights are the
+    bytes checked against the manifest's sha256. `quantize="int8"`: dynamic int8
+    quantization of the Linear layers (CPU only).
     """
-    manifest = read_manifest(directory)
-    path = Path(directory).resolve()
-    if not (path / WEIGHTS_FILE).is_file():
-        raise CheckpointError(f"checkpoint {directory} has no {WEIGHTS_FILE}; only safetensors weights are loaded")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    path, manifest = resolve_checkpoint(directory)
+    digest = weights_digest(path, manifest)
+    from safetensors.torch import load
+    from transformers import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING, AutoConfig, AutoTokenizer
 
     torch_device = pick_device(device)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, use_safetensors=True)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    if type(config) not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING:
+        raise CheckpointError(f"checkpoint {path}: transformers has no sequence classifier for model type {config.model_type!r}")
+    # From the checked bytes' state dict, not the path: what runs is what was hashed. The
+    # class is the one AutoModelForSequenceClassification picks, which can't take a state dict.
+    state_dict = load(read_verified(path / WEIGHTS_FILE, digest, "the manifest"))
+    model = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)].from_pretrained(None, config=config, state_dict=state_dict)
     model.to(torch_device).eval()
     if quantize == "int8":
         if torch_device.type != "cpu":

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import orjson
 
-from schemas.checkpoint import ONNX_LISTING, CheckpointError
+from schemas.checkpoint import ONNX_LISTING, CheckpointError, read_verified
 
 from .inference import sorted_batches
 
@@ -48,15 +48,21 @@ class CheckpointTokenizer:
         return {"input_ids": [encoding.ids for encoding in self._tokenizer.encode_batch(texts)]}
 
 
-def onnx_listing(checkpoint: Path, manifest: dict[str, Any], cache_dir: Path | None) -> tuple[Path, dict[str, Any]] | None:
+class OnnxListing(NamedTuple):
+    directory: Path  # where the graphs are
+    listing: dict[str, Any]  # the manifest's `onnx` entry or the cache's ONNX_LISTING
+    listed_in: str  # where their sha256s come from, for errors
+
+
+def onnx_listing(checkpoint: Path, manifest: dict[str, Any], cache_dir: Path | None) -> OnnxListing | None:
     """Where the checkpoint's ONNX files are, and their listing: in the checkpoint (manifest), or
     in `cache_dir/<version>/` when exported after publishing; None when there are none yet."""
     if "onnx" in manifest:
-        return checkpoint, manifest["onnx"]
+        return OnnxListing(checkpoint, manifest["onnx"], "the manifest")
     if cache_dir is not None:
         listing = cache_dir / manifest["version"] / ONNX_LISTING
         if listing.is_file():
-            return listing.parent, orjson.loads(listing.read_bytes())
+            return OnnxListing(listing.parent, orjson.loads(listing.read_bytes()), str(listing))
     return None
 
 
@@ -66,25 +72,20 @@ class OnnxModel:
 
     device = "cpu"
 
-    def __init__(self, directory: Path, listing: dict[str, Any], quantize: str, threads: int, num_labels: int) -> None:
+    def __init__(self, found: OnnxListing, quantize: str, threads: int, num_labels: int) -> None:
         import onnxruntime as ort
 
-        from .onnx_export import sha256_of
-
-        entry = listing["files"].get(quantize)
+        entry = found.listing["files"].get(quantize)
         if entry is None:
-            raise CheckpointError(f"no ONNX graph for --quantize {quantize} in {directory} (have: {', '.join(listing['files'])})")
-        path = directory / entry["file"]
-        if not path.is_file():
-            raise CheckpointError(f"{path} is listed but missing")
-        if sha256_of(path) != entry["sha256"]:
-            raise CheckpointError(f"{path} does not match its sha256 in the listing; re-export the checkpoint")
+            raise CheckpointError(f"no ONNX graph for --quantize {quantize} in {found.directory} (have: {', '.join(found.listing['files'])})")
+        graph = read_verified(found.directory / entry["file"], entry, found.listed_in)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or max(1, os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        # From the checked bytes, not the path: what runs is what was hashed.
+        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.num_labels = num_labels
         self.file = entry["file"]

@@ -15,7 +15,6 @@ serving process itself never imports torch.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import tempfile
@@ -25,21 +24,14 @@ from typing import Any
 
 import orjson
 
-from schemas.checkpoint import ONNX_FILES, ONNX_LISTING, CheckpointError
+from schemas.checkpoint import ONNX_FILES, ONNX_LISTING, CheckpointError, file_digest
 
 OPSET = 17
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_onnx(model, tokenizer, directory: str | Path) -> dict[str, Any]:
-    """Write model.onnx and model.int8.onnx into `directory`; the manifest's `onnx` entry."""
+    """Write model.onnx and model.int8.onnx into `directory`; the manifest's `onnx` entry, which
+    lists each graph with its sha256 and size (what loaders check the bytes they load against)."""
     import onnx
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -74,7 +66,7 @@ def export_onnx(model, tokenizer, directory: str | Path) -> dict[str, Any]:
     quantize_dynamic(str(out / ONNX_FILES["none"]), str(out / ONNX_FILES["int8"]), weight_type=QuantType.QInt8,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     return {"opset": OPSET, "inputs": names,
-            "files": {quantize: {"file": name, "sha256": sha256_of(out / name)} for quantize, name in ONNX_FILES.items()}}
+            "files": {quantize: {"file": name, **file_digest(out / name)} for quantize, name in ONNX_FILES.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,13 +14,16 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from schemas.checkpoint import CheckpointError, read_manifest
+from schemas.checkpoint import CheckpointError, resolve_checkpoint
 
 from .inference import encode
+
+if TYPE_CHECKING:
+    from .onnx_backend import OnnxListing
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 DEFAULT_ONNX_CACHE_DIR = ".cache/onnx"
@@ -107,13 +110,9 @@ def _torch_runner(checkpoint, device: str, quantize: str, threads: int, batch_si
 def _onnx_runner(checkpoint: Path, quantize: str, threads: int, batch_size: int, cache_dir: Path) -> Runner:
     from .onnx_backend import CheckpointTokenizer, OnnxModel, onnx_listing
 
-    manifest = read_manifest(checkpoint)
-    path = checkpoint.resolve()
-    found = onnx_listing(path, manifest, cache_dir)
-    if found is None:
-        found = _export_to_cache(path, manifest["version"], cache_dir)
-    directory, listing = found
-    model = OnnxModel(directory, listing, quantize, threads, len(manifest["labels"]))
+    path, manifest = resolve_checkpoint(checkpoint)  # graphs and tokenizer from this version's directory only
+    found = onnx_listing(path, manifest, cache_dir) or _export_to_cache(path, manifest["version"], cache_dir)
+    model = OnnxModel(found, quantize, threads, len(manifest["labels"]))
     tokenizer = CheckpointTokenizer(path)
 
     def forward_ids(ids):
@@ -122,7 +121,7 @@ def _onnx_runner(checkpoint: Path, quantize: str, threads: int, batch_size: int,
     return Runner(manifest, "cpu", tokenizer, forward_ids, f"onnxruntime {model.file}")
 
 
-def _export_to_cache(checkpoint: Path, version: str, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+def _export_to_cache(checkpoint: Path, version: str, cache_dir: Path) -> OnnxListing:
     """A checkpoint published without ONNX graphs: export them once into the cache, in a
     subprocess, so this process never imports torch."""
     from .onnx_backend import onnx_listing

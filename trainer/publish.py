@@ -10,7 +10,7 @@ from pathlib import Path
 
 import orjson
 
-from schemas.checkpoint import MANIFEST_FILE, read_manifest
+from schemas.checkpoint import MANIFEST_FILE, ONNX_FILES, WEIGHT_DIGESTS, WEIGHTS_FILE, file_digest, read_manifest
 
 from .errors import TrainerError
 
@@ -37,9 +37,25 @@ def ensure_writable(output_dir: str | Path) -> None:
         raise TrainerError(f"output dir {root} is not writable: {exc.strerror}") from None
 
 
+def _weight_digests(directory: Path, version: str, manifest: dict) -> dict:
+    """The manifest's WEIGHT_DIGESTS entry for checkpoint `version`, written in `directory`.
+
+    ONNX graphs carry their digests in the manifest's `onnx` listing (export_onnx); one
+    written without an entry there is refused, so every weight file published has a digest.
+    """
+    if not (directory / WEIGHTS_FILE).is_file():
+        raise TrainerError(f"checkpoint {version} can't be published: it has no {WEIGHTS_FILE}")
+    listed = {entry["file"] for entry in manifest.get("onnx", {}).get("files", {}).values()}
+    unlisted = [name for name in ONNX_FILES.values() if (directory / name).exists() and name not in listed]
+    if unlisted:
+        raise TrainerError(f"checkpoint {version} can't be published: {', '.join(unlisted)} not in the manifest's onnx listing, so without a sha256")
+    return {WEIGHTS_FILE: file_digest(directory / WEIGHTS_FILE)}
+
+
 def publish(output_dir: str | Path, version: str, write: Callable[[Path], None], manifest: dict, *,
             make_latest: bool = True) -> Path:
-    """Write a checkpoint with `write(tmp_dir)`, add the manifest, publish it atomically.
+    """Write a checkpoint with `write(tmp_dir)`, add the manifest with the weights' digests,
+    publish it atomically.
 
     A reader following `latest` sees the previous checkpoint or the new one, never a
     half-written directory; a failure anywhere leaves `latest` where it was.
@@ -56,6 +72,7 @@ def publish(output_dir: str | Path, version: str, write: Callable[[Path], None],
         if final.exists():
             raise TrainerError(f"checkpoint {final} already exists")
         write(tmp)
+        manifest = {**manifest, WEIGHT_DIGESTS: _weight_digests(tmp, version, manifest)}
         (tmp / MANIFEST_FILE).write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
         _fsync_tree(tmp)
         tmp.chmod(0o755)
