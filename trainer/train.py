@@ -21,7 +21,7 @@ from model_runtime.loading import pick_device
 from model_runtime.onnx_export import export_onnx
 from model_runtime.runners import half_dtype
 from model_runtime.stats.rates import CHECKPOINT_RATES, measure_rates
-from schemas.checkpoint import FORMAT_VERSION, MANIFEST_FILE, CheckpointError, read_manifest
+from schemas.checkpoint import FORMAT_VERSION, MANIFEST_FILE, CheckpointError, resolve_checkpoint, weights_digest
 from schemas.kafka_connection import KafkaConnection
 
 from .calibrate import calibrate
@@ -122,10 +122,11 @@ def _recipe_hash(hyperparameters: dict, fingerprints: dict[str, str]) -> str:
 def _reusable(output_dir: str, recipe_hash: str) -> Path | None:
     latest = Path(output_dir) / LATEST
     try:
-        manifest = read_manifest(latest)
+        path, manifest = resolve_checkpoint(latest)
+        weights_digest(path, manifest)  # one published without digests can't be loaded: train anew
     except CheckpointError:
         return None
-    return latest.resolve() if manifest.get("recipe_hash") == recipe_hash else None
+    return path if manifest.get("recipe_hash") == recipe_hash else None
 
 
 def _deployed(output_dir: str, compare_with: str) -> Path | None:

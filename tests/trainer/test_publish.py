@@ -1,11 +1,15 @@
-"""Atomic publishing: a failure mid-write leaves `latest` on the previous checkpoint."""
+"""Atomic publishing: a failure mid-write leaves `latest` on the previous checkpoint; weight digests recorded."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
+import orjson
 import pytest
 
+from schemas.checkpoint import MANIFEST_FILE
+from trainer.errors import TrainerError
 from trainer.publish import publish
 
 
@@ -77,3 +81,31 @@ def test_refused_candidate_is_kept_aside_and_rollback_skips_it(tmp_path, capsys)
     assert os.readlink(tmp_path / "latest") == "20261201T110000Z-b"
     assert main(["publish", "--output-dir", str(tmp_path)]) == 2
     assert "publish needs --version" in capsys.readouterr().err
+
+
+def test_publish_records_the_weights_digest_and_refuses_weight_files_without_one(tmp_path):
+    published = publish(tmp_path, "v1", _write_ok, {"version": "v1"})
+    manifest = orjson.loads((published / MANIFEST_FILE).read_bytes())
+    assert manifest["weights"] == {"model.safetensors": {"sha256": hashlib.sha256(b"weights").hexdigest(), "bytes": 7}}
+
+    def write_unlisted_graph(directory):
+        _write_ok(directory)
+        (directory / "model.int8.onnx").write_bytes(b"graph")
+
+    with pytest.raises(TrainerError, match="checkpoint v2 can't be published: model.int8.onnx not in the manifest's onnx listing"):
+        publish(tmp_path, "v2", write_unlisted_graph, {"version": "v2"})
+    with pytest.raises(TrainerError, match="checkpoint v3 can't be published: it has no model.safetensors"):
+        publish(tmp_path, "v3", lambda directory: None, {"version": "v3"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "v1"]
+
+
+def test_reuse_takes_only_a_checkpoint_published_with_digests(tmp_path):
+    from trainer.train import _reusable
+
+    published = publish(tmp_path, "v1", _write_ok, {**_manifest("v1"), "recipe_hash": "r"})
+    assert _reusable(str(tmp_path), "r") == published.resolve()
+    assert _reusable(str(tmp_path), "another recipe") is None
+    manifest = orjson.loads((published / MANIFEST_FILE).read_bytes())
+    del manifest["weights"]
+    (published / MANIFEST_FILE).write_bytes(orjson.dumps(manifest))
+    assert _reusable(str(tmp_path), "r") is None
