@@ -127,7 +127,8 @@ def serve_at_start(store: RolloutStore, path: str, load: Callable[[str], object]
                       extra={"route": route, "in_service": state.serving, "model_version": version, "reason": failures[0]})
         return model, state
     raise ConfigError(f"the group's version in service ({state.serving}) and its last good version "
-                      f"({state.last_good or 'none'}) can't be served from {Path(path).parent}: {'; '.join(failures) or 'refused'}")
+                      f"({state.last_good or 'none'}) can't be served from {Path(path).parent}: {'; '.join(failures) or 'refused'} "
+                      "(publish a good version there and roll back to it, or forget the group's state: python -m trainer rollout --reset)")
 
 
 class ModelReloader:
