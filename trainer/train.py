@@ -25,7 +25,7 @@ from schemas.checkpoint import FORMAT_VERSION, MANIFEST_FILE, CheckpointError, r
 from schemas.kafka_connection import KafkaConnection
 
 from .calibrate import calibrate
-from .compare import compare, scores_by_source
+from .compare import compare, deployed_baseline, refusal, scores_by_source
 from .config import DataArguments, ModelArguments, TrainingArguments, recipe
 from .data import LABEL_NAMES, cap_per_source, rating_cutoffs, fingerprint, load_examples, split_examples
 from .errors import TrainerError
@@ -143,8 +143,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
           kafka: KafkaConnection | None = None) -> Path:
     """Train, tune the decision rule, evaluate, compare with the deployed checkpoint, publish.
 
-    Returns the published directory. A candidate the comparison refuses is written but
-    `latest` stays, and TrainerError says so (unless `args.force`)."""
+    Returns the published directory. The deployed checkpoint scores the test split and the
+    hold-out before training; one it can't score stops here with a TrainerError (unless
+    `args.force`). A candidate the comparison refuses is written but `latest` stays, and
+    TrainerError says so (unless `args.force`)."""
     import torch
     import torch.nn.functional as F
     from transformers import get_linear_schedule_with_warmup
@@ -166,6 +168,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         raise TrainerError(f"training data must contain negative and positive examples, has {sorted(train_labels)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    baseline = deployed_baseline(deployed_dir, data_args, splits, labels, force=args.force, device=args.device,
+                                 batch_size=args.eval_batch_size)
     _seed_everything(args.seed)
     device = pick_device(args.device)
     base_model = model_args.resolved_base_model()
@@ -254,9 +258,13 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     calibration = calibrate(raw_val_probs, val_true, args.report_dir)
     val_probs = apply_temperature(raw_val_probs, calibration["temperature"])
     decision, _ = tune_decision_rule(val_probs, val_true, labels)
+
+    def calibrated_probs(rows: list) -> np.ndarray:
+        return apply_temperature(predict_probs(model, tokenizer, [e.text for e in rows], max_length=model_args.max_length,
+                                               batch_size=args.eval_batch_size, device=device), calibration["temperature"])
+
     test = splits["test"]
-    test_probs = apply_temperature(predict_probs(model, tokenizer, [e.text for e in test], max_length=model_args.max_length,
-                                                 batch_size=args.eval_batch_size, device=device), calibration["temperature"])
+    test_probs = calibrated_probs(test)
     test_scores = scores_by_source(test_probs, test, labels, decision)
     metrics = {
         "validation": scores_by_source(val_probs, validation, labels, decision)["overall"],
@@ -264,8 +272,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         "test_per_source": test_scores["per_source"],
         "history": history,
     }
-    comparison = compare(test_scores, deployed_dir, test, device=args.device, batch_size=args.eval_batch_size,
-                         max_regression=args.max_regression)
+    candidate = {"test": test_scores}
+    if baseline and "holdout" in baseline.sets:
+        holdout = baseline.sets["holdout"]
+        candidate["holdout"] = scores_by_source(calibrated_probs(holdout), holdout, labels, decision)
+    comparison = compare(candidate, baseline, args.max_regression)
     created = datetime.now(UTC)
     version = f"{created:%Y%m%dT%H%M%SZ}-{recipe_hash[:8]}"
     manifest = {
@@ -305,12 +316,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     refused = comparison is not None and not comparison["passed"] and not args.force
     published = publish(args.output_dir, version, write, manifest, make_latest=not refused)
     if refused:
-        floor = comparison["deployed_scores"]["overall"]["macro_f1"] - args.max_regression
         raise TrainerError(
-            f"candidate {version} scores held-out test macro-F1 {metrics['test']['macro_f1']:.4f}; the deployed "
-            f"{comparison['deployed']} scores {comparison['deployed_scores']['overall']['macro_f1']:.4f}, so publishing needs "
-            f"{floor:.4f} (--max-regression {args.max_regression}). Written to {published}, latest not moved; promote it anyway with "
+            f"candidate {version} {refusal(comparison, candidate)}. Written to {published}, latest not moved; promote it anyway with "
             f"`python -m trainer publish --output-dir {args.output_dir} --version {version}` or train with --force")
+    if comparison is not None and comparison["comparable"] and not comparison["passed"]:
+        log.warning("published over the gate (--force): candidate %s %s", version, refusal(comparison, candidate))
     log.info("published %s (test %s: accuracy %.4f, macro-F1 %.4f)", published, metrics["test"]["mode"],
              metrics["test"]["accuracy"], metrics["test"]["macro_f1"])
     return published
