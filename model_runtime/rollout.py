@@ -7,7 +7,8 @@ One hash per consumer group and route, `P:rollout:{GROUP:ROUTE}` (P = --redis-pr
     candidate          the version under canary ("" when none) and its policy: share, min_events, min_agreement
                        (the first proposer's settings, so the group decides by one rule)
     compared, agreed   the canary's tally, summed over every process's shadowed events (kept after the decision)
-    epoch              +1 on every change of serving or candidate: each process compares it every batch
+    epoch              the server's clock (ms) at the first start, +1 on every change of serving or candidate:
+                       each process compares it every batch
     decision           the last transition in words; changed_ms its time by the Redis server's clock
     served:V           V was in service once: following `latest` back to V is a rollback (no canary)
     refused:V          V is refused for the whole group, with the reason: no process serves it
@@ -49,6 +50,9 @@ local function refused(version) return redis.call('HEXISTS', key, 'refused:' .. 
 
 _INIT = _LIB + """
 if redis.call('HEXISTS', key, 'serving') == 1 then return {'exists', redis.call('HGETALL', key)} end
+-- The epoch starts at the server's clock, so a state made again after a reset never repeats an epoch a process saw.
+local now = redis.call('TIME')
+redis.call('HSET', key, 'epoch', now[1] * 1000 + math.floor(now[2] / 1000))
 serve(ARGV[1], 'first start: ' .. ARGV[1] .. ' in service')
 return {'init', redis.call('HGETALL', key)}
 """
@@ -115,6 +119,7 @@ return {'refused', redis.call('HGETALL', key)}
 _REFUSE = _LIB + """
 local version, reason = ARGV[1], ARGV[2]
 local serving = redis.call('HGET', key, 'serving')
+if not serving then return {'no_state', {}} end
 if version == serving then
   local fallback = redis.call('HGET', key, 'last_good') or ''
   if fallback == '' or fallback == version or refused(fallback) then return {'no_fallback', redis.call('HGETALL', key)} end
@@ -191,7 +196,6 @@ class RolloutStore:
 
     def __init__(self, client, prefix: str, group: str, route: str) -> None:
         self.client = client
-        # One hash tag: the key lives in one cluster slot, as every script needs.
         self.key = f"{prefix}:rollout:{{{group}:{route}}}"
         self.route = route
         self._scripts = {name: client.register_script(source) for name, source in

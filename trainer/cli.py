@@ -62,8 +62,8 @@ class RolloutArguments:
     refuse: str = field(default="", metadata={"env": "ROLLOUT_REFUSE", "help": "refuse this version for the whole group: a canary of it stops, no process serves it; "
                                                                               "refusing the version in service puts the last good one back", "metavar": "VERSION"})
     reason: str = field(default="refused by an operator", metadata={"env": "ROLLOUT_REASON", "help": "why, recorded with the refusal"})
-    reset: bool = field(default=False, metadata={"env": "ROLLOUT_RESET", "help": "forget the group's rollout state (e.g. after moving the checkpoint directory): "
-                                                                            "the next consumer to start takes latest again, checked"})
+    reset: bool = field(default=False, metadata={"env": "ROLLOUT_RESET", "help": "forget the group's rollout state, refusals and history included (e.g. after moving the checkpoint directory): "
+                                                                            "running consumers keep their versions; the next one to start, or the next move of latest, starts it again"})
 
 
 def rollout(options: RolloutArguments, redis: RedisConnection) -> dict:
@@ -86,6 +86,8 @@ def rollout(options: RolloutArguments, redis: RedisConnection) -> dict:
     if not 1 <= len(options.reason) <= 300:
         raise TrainerError("--reason must be 1 to 300 characters")
     outcome, state = store.refuse(options.refuse, options.reason)
+    if outcome == "no_state":
+        raise TrainerError(f"no rollout state for group {options.group_id!r}, route {options.route}: nothing serves, nothing to refuse")
     if outcome == "no_fallback":
         raise TrainerError(f"{options.refuse} is the version in service and the group has no last good version to put back; "
                            "publish or roll back to another version first")

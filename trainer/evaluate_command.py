@@ -11,35 +11,24 @@ from model_runtime.calibration import apply_temperature, temperature_of
 from model_runtime.inference import encode
 from model_runtime.runners import open_runner
 
-from .data import cap_per_source, load_examples, rating_cutoffs, split_examples
+from .data import cap_per_source, rating_cutoffs, read_split_source
 from .errors import TrainerError
 from .evaluate import score, write_report
 
 if TYPE_CHECKING:
     from .cli import EvaluateArguments
 
-SPLITS = ("train", "validation", "test", "all")
 PROGRESS_STEP = 1024  # texts per progress update
 
 
 def _examples(args: "EvaluateArguments", manifest: dict[str, Any]):
     """Rows to score. builtin:NAME defaults to its test split under the checkpoint's split settings."""
     cutoffs = rating_cutoffs(args.negative_max_rating, args.positive_min_rating)
-    rows = []
     hyper = manifest["hyperparameters"]
+    rows = []
     for spec in args.data:
-        split = None
-        if spec.startswith("builtin:"):
-            name, _, split = spec.removeprefix("builtin:").partition(":")
-            split = split or "test"
-            if split not in SPLITS:
-                raise TrainerError(f"{spec}: unknown split {split!r}; use one of {', '.join(SPLITS)}")
-            spec = f"builtin:{name}"
-        examples, _ = load_examples([spec], cutoffs)
-        if split and split != "all":
-            examples = split_examples(examples, seed=hyper.get("split_seed", 13), validation_ratio=hyper.get("validation_ratio", 0.1),
-                                      test_ratio=hyper.get("test_ratio", 0.1))[split]
-        rows.extend(examples)
+        rows.extend(read_split_source(spec, cutoffs, seed=hyper.get("split_seed", 13), validation_ratio=hyper.get("validation_ratio", 0.1),
+                                      test_ratio=hyper.get("test_ratio", 0.1)))
     return cap_per_source(rows, args.max_examples, 13)
 
 

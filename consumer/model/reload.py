@@ -46,6 +46,7 @@ _ENGLISH_SMOKE = [("good product, works great", "positive"), ("terrible, it brok
 SMOKE_TEXTS = {MULTILINGUAL: _ENGLISH_SMOKE + [("质量很好，非常满意", "positive"), ("太差了，退货", "negative"),
                                                ("物美价廉，推荐购买", "positive"), ("很失望，用了一天就坏了", "negative")]}
 _REDIS_RETRY_LOG_S = 30.0
+_LOAD_RETRY_S = 60.0  # a version the group names that failed to load here is tried again after this
 
 
 class CheckpointRefused(Exception):
@@ -57,8 +58,9 @@ def smoke_texts(route: str) -> list[tuple[str, str]]:
 
 
 def check_alone(model, route: str) -> None:
-    """Refuse a loaded checkpoint whose smoke batch is no distribution or gets the polarity of
-    most smoke texts wrong (the decision rule aside: positive against negative probability)."""
+    """Refuse a loaded checkpoint whose smoke batch is no distribution, or that reads half or more
+    of the smoke texts the wrong way round (positive against negative probability, the decision
+    rule aside)."""
     smoke = smoke_texts(route)
     probs, _ = model.forward([text for text, _ in smoke])
     if probs.shape != (len(smoke), len(model.labels)) or not np.isfinite(probs).all() \
@@ -152,6 +154,8 @@ class ModelReloader:
         self._loaded: dict[str, dict[str, object]] = {route: {} for route in paths}  # versions the state names, ready here
         self._canaries: dict[str, Canary] = {}
         self._said: set[tuple[str, str, str]] = set()
+        self._failed_at: dict[tuple[str, str], float] = {}  # (route, version) that could not be loaded here -> when
+        self._followed = {route: self._latest(route) for route in paths}  # `latest` as this process last acted on it
         self._redis_logged = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -187,12 +191,12 @@ class ModelReloader:
             self._wake.clear()
 
     def follow(self, route: str) -> None:
-        """Tell the group what `latest` names; check a version new to the group, and offer it."""
+        """When `latest` names another version than this process saw last, tell the group; check a
+        version new to the group, and offer it. Acting on moves only, a host whose view of `latest`
+        lags behind never drags the group back."""
         path, store = self.paths[route], self.stores[route]
-        try:
-            version = read_manifest(path)["version"]
-        except CheckpointError as exc:
-            self._refused(route, "(unreadable)", str(exc))
+        version = self._latest(route)
+        if version is None or version == self._followed.get(route):
             return
         action, state = store.follow(version)
         if action == "no_state":  # the state is gone (a flushed Redis): the version in service here starts it again
@@ -202,11 +206,13 @@ class ModelReloader:
             try:
                 candidate = load_version(self.load, path, version)
                 check_candidate(candidate, self.models[route], route)
-            except Exception as exc:  # noqa: BLE001 - whatever a broken checkpoint raises, the group keeps serving
-                reason = str(exc) if isinstance(exc, (CheckpointError, CheckpointRefused)) else f"{type(exc).__name__}: {exc}"
-                store.refuse(version, reason[:300])
-                self._refused(route, version, reason)
+            except (CheckpointError, CheckpointRefused) as exc:  # the files themselves: the same for every process
+                store.refuse(version, str(exc)[:300])
+                self._refused(route, version, str(exc))
+                self._followed[route] = version
                 return
+            # Anything else (memory, a device error) may be this host's alone: it propagates, is logged by the
+            # thread, and the move is acted on again at the next interval.
             with self._lock:
                 self._loaded[route][version] = candidate
             action, state = store.offer(version, self.canary_rule)
@@ -215,8 +221,17 @@ class ModelReloader:
         elif action in ("cancelled", "rollback"):
             log.warning("latest moved back; the group follows", extra={"route": route, "model_version": version,
                                                                         "outcome": action, "decision": state.decision})
+        self._followed[route] = version
         if state is not None:
             self._need(route, state)
+
+    def _latest(self, route: str) -> str | None:
+        try:
+            return read_manifest(self.paths[route])["version"]
+        except CheckpointError as exc:
+            self._say(route, "(latest)", str(exc), lambda reason: log.warning(
+                "latest is unreadable; the group's decision stands", extra={"route": route, "reason": reason[:300]}))
+            return None
 
     def sync(self, route: str) -> None:
         """Load what the group's state names and this process lacks."""
@@ -232,10 +247,13 @@ class ModelReloader:
                 del loaded[version]
             missing = needed - set(loaded)
         for version in sorted(missing):
+            if time.monotonic() - self._failed_at.get((route, version), -_LOAD_RETRY_S) < _LOAD_RETRY_S:
+                continue  # a full model load is not retried at every batch's wake-up
             try:
                 model = load_version(self.load, self.paths[route], version)
                 check_candidate(model, self.models[route], route)
             except Exception as exc:  # noqa: BLE001 - this process can't serve it; the group's decision stands
+                self._failed_at[(route, version)] = time.monotonic()
                 role = "in service" if version == state.serving else "under canary"
                 self._say(route, version, f"{type(exc).__name__}: {exc}",
                           lambda reason: log.error(f"the group's version {role} can't be loaded here; the running model keeps serving",
@@ -273,11 +291,16 @@ class ModelReloader:
         if state.serving != active.version and ready is not None:
             self.models[route] = ready
             self.on_swap(route, active, ready)
+            active = ready
         canary = self._canaries.get(route)
         if canary is not None and canary.candidate.version != state.candidate:
             del self._canaries[route]
-        if state.candidate and route not in self._canaries and shadow is not None and state.canary is not None:
+        # A process serving another version than the group's (its fallback) would compare against the wrong model.
+        if state.candidate and route not in self._canaries and shadow is not None and state.canary is not None \
+                and active.version == state.serving:
             self._canaries[route] = Canary(shadow, state.canary)
+        if (state.serving != active.version and ready is None) or (state.candidate and shadow is None):
+            self._wake.set()  # the reload thread loads what the state names
 
     def observe(self, route: str, texts: list[str], labels: list[str | None]) -> None:
         """The running model labelled `texts`: shadow the group's canary and add to its tally."""
@@ -297,15 +320,18 @@ class ModelReloader:
                 if not compared:
                     return
                 action, state = store.tally(version, compared, agreed)
-                self.on_canary(route, canary, state, action, compared)
+                if state is not None:
+                    self.on_canary(route, canary, state, action, compared)
                 if action == "refused":
                     self._refused(route, version, state.refused.get(version, "refused by the canary"))
         except REDIS_ERRORS as exc:
             self._redis_failed("canary tally not written; these shadowed events are not counted", exc)
             return
-        if state is not None:
-            self._states[route], self._epochs[route] = state, state.epoch
-            self._apply(route)  # the canary stops at once; a promoted version serves from the next batch
+        if state is None:  # the state was reset: no canary runs for the group
+            self._canaries.pop(route, None)
+            return
+        self._states[route], self._epochs[route] = state, state.epoch
+        self._apply(route)  # the canary stops at once; a promoted version serves from the next batch
 
     # -- saying things once ---------------------------------------------------------------
     def _say(self, route: str, version: str, reason: str, say: Callable[[str], None]) -> None:

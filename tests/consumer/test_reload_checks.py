@@ -108,8 +108,8 @@ class Group:
             raise CheckpointError(f"{directory}/model.safetensors does not match its sha256 in the manifest")
         return self.models[version]
 
-    def process(self, name: str, canary: CanaryRule | None = None):
-        path = str(self.root / "latest")
+    def process(self, name: str, canary: CanaryRule | None = None, path: str = ""):
+        path = path or str(self.root / "latest")
         model, state = serve_at_start(self.store, path, self.load, "english",
                                       lambda route, in_service, reason: self.events.append((name, "fell_back", in_service)))
         served = {"english": model}
@@ -146,7 +146,7 @@ def test_the_group_decides_a_canary_once_and_every_process_swaps_at_its_next_bat
     # Rollback during a canary: latest back at v2 cancels v3's canary in every process.
     group.point("v3")
     a.reloader.follow("english")
-    b.reloader.sync("english")
+    b.reloader.follow("english")
     for p in (a, b):
         p.reloader.adopt()
     a.reloader.observe("english", batch, labels)
@@ -203,3 +203,35 @@ def test_a_first_start_checks_latest(tmp_path, redis_prefix):
     with pytest.raises(ConfigError, match="labels swapped"):
         group.process("first")
     assert group.store.read() is None
+
+
+def test_a_host_whose_latest_lags_never_drags_the_group_back_and_a_reset_stops_a_canary(tmp_path, redis_prefix):
+    group = Group(tmp_path, redis_prefix, {"v1": Fake("v1"), "v2": Fake("v2"), "v3": Fake("v3")})
+    group.point("v1")
+    lagging = tmp_path / "lagging"  # another host's view of the same directory, its `latest` still at v1
+    lagging.mkdir()
+    for version in group.models:
+        (lagging / version).symlink_to(group.root / version)
+    (lagging / "latest").symlink_to("v1")
+    a, b = group.process("a"), group.process("b", path=str(lagging / "latest"))
+    group.point("v2")
+    a.reloader.follow("english")  # no canary: v2 in service
+    b.reloader.follow("english")  # b's latest has not moved: it does not act on it
+    b.reloader.sync("english")  # (the reload thread) loads what the group serves
+    b.reloader.adopt()
+    assert group.store.read().serving == "v2" and b.served["english"].version == "v2"
+
+    group.point("v3")
+    a.reloader.follow("english")
+    assert group.store.read().serving == "v3"
+    rule = CanaryRule(1.0, 100, 0.9)
+    c = group.process("c", rule)
+    group.store.reset()
+    group.store.init("v3")
+    group.store.offer("v1", rule)  # a canary the group runs ...
+    c.reloader.sync("english")
+    c.reloader.adopt()
+    group.store.reset()  # ... forgotten by an operator while c shadows it
+    c.reloader.observe("english", ["great"] * 10, ["positive"] * 10)
+    c.reloader.observe("english", ["great"] * 10, ["positive"] * 10)
+    assert group.models["v1"].seen == 10 and c.served["english"].version == "v3"  # the canary stopped, labelling went on

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -21,18 +22,18 @@ def store(redis_prefix):
 def test_a_first_start_takes_its_version_once(store, redis_prefix):
     assert store.read() is None
     action, state = store.init(V1)
-    assert action == "init" and state.serving == V1 and state.served == (V1,) and state.epoch == 1
+    assert action == "init" and state.serving == V1 and state.served == (V1,) and state.epoch > 1_700_000_000_000
     action, state = store.init(V2)  # a second process starting with another `latest` obeys the first
-    assert action == "exists" and state.serving == V1 and state.epoch == 1
+    assert action == "exists" and state.serving == V1 and state.epoch == store.read().epoch
     other_group = RolloutStore(redis_prefix[0], redis_prefix[1].rstrip(":"), "group-b", "english")
     assert other_group.read() is None  # each group decides alone
 
 
 def test_a_canary_tally_spans_processes_and_the_group_decides_once(store):
-    store.init(V1)
+    first = store.init(V1)[1].epoch
     assert store.follow(V2)[0] == "check"
     action, state = store.offer(V2, RULE)
-    assert action == "canary" and state.candidate == V2 and state.canary == RULE and state.epoch == 2
+    assert action == "canary" and state.candidate == V2 and state.canary == RULE and state.epoch == first + 1
     # A second process offering the same version changes nothing, nor does its own canary rule.
     assert store.offer(V2, CanaryRule(1.0, 5, 0.1))[1].canary == RULE
 
@@ -50,7 +51,7 @@ def test_a_canary_tally_spans_processes_and_the_group_decides_once(store):
     assert outcomes.count("promoted") == 1 and outcomes.count("counting") == 9 and outcomes.count("stale") == 2
     state = store.read()
     assert (state.serving, state.last_good, state.candidate, state.compared, state.agreed) == (V2, V1, "", 100, 100)
-    assert state.epoch == 3 and "promoted" in state.decision and state.changed_ms > 0
+    assert state.epoch == first + 2 and "promoted" in state.decision and state.changed_ms > 0
 
 
 def test_a_disagreeing_canary_is_refused_for_the_group_and_never_offered_again(store):
@@ -95,3 +96,11 @@ def test_canary_rule_bounds_are_checked():
     for share, events, agreement in ((0.0, 10, 0.5), (1.5, 10, 0.5), (0.5, 0, 0.5), (0.5, 10, 1.5)):
         with pytest.raises(ValueError, match="canary needs"):
             CanaryRule(share, events, agreement)
+
+
+def test_after_a_reset_the_epoch_never_repeats_and_nothing_is_refused_without_a_state(store):
+    before = store.init(V1)[1].epoch
+    store.reset()
+    assert store.refuse(V2, "operator") == ("no_state", None) and store.read() is None
+    time.sleep(0.002)
+    assert store.init(V2)[1].epoch > before  # a process holding the old epoch sees the change
