@@ -169,9 +169,9 @@ def main() -> int:
     parser.add_argument("--checkpoint", default=os.environ.get("CHECKPOINT", "checkpoints/latest"), help="the deployed checkpoint [env CHECKPOINT]")
     parser.add_argument("--work-dir", default="checkpoints/shop", help="where the deployed copy and the retrained versions are published")
     parser.add_argument("--consumers", type=int, default=3, help="consumer processes in the group from the start (a fourth joins after the decision)")
-    parser.add_argument("--history", type=int, default=8000, help="reviews in the topic before retraining")
-    parser.add_argument("--live", type=int, default=3000, help="reviews streamed after retraining")
-    parser.add_argument("--rate", type=float, default=40.0, help="live reviews per second")
+    parser.add_argument("--history", type=int, default=7000, help="reviews in the topic before retraining")
+    parser.add_argument("--live", type=int, default=2750, help="reviews streamed after retraining")
+    parser.add_argument("--rate", type=float, default=25.0, help="live reviews per second")
     parser.add_argument("--canary-share", type=float, default=0.5, help="share of each live batch the new version labels in shadow")
     parser.add_argument("--canary-min-events", type=int, default=300, help="shadowed reviews, summed over the group, before the canary decides")
     parser.add_argument("--canary-min-agreement", type=float, default=0.6, help="agreement with the deployed model needed to promote")
@@ -240,6 +240,16 @@ def _run(args, train_args, topics, work_dir, deployed, history, live, group: Gro
         print(f"training failed (exit {trained.returncode})", flush=True)
         return 1
     candidate = read_manifest(work_dir / "latest")["version"] if trained.returncode == 0 else None
+    if trained.returncode == 2 and (refused := _newest_retrained(work_dir, deployed)) is not None:
+        # The gate's refusal is the trainer's verdict; promoting anyway is an operator's call, made here on
+        # screen so that the group's rollout can be shown.
+        comparison = read_manifest(refused)["comparison"]
+        print(f"the gate refused {refused.name} (refused by: {comparison.get('refused_by')}). This demo promotes it "
+              f"as an operator who accepts that trade would:\n  python -m trainer publish --output-dir {work_dir} --version {refused.name}",
+              flush=True)
+        subprocess.run([sys.executable, "-m", "trainer", "publish", "--output-dir", str(work_dir), "--version", refused.name],
+                       cwd=ROOT, check=True)
+        candidate = refused.name
 
     print(f"\n[3/5] canary: {len(live)} live reviews at {args.rate:.0f}/s; every process shadows the new version, "
           "the group decides once", flush=True)
@@ -289,6 +299,12 @@ def _stream_live(producer: Producer, send, live: list[dict], rate: float, stop: 
         send(event, "live")
 
 
+def _newest_retrained(work_dir: Path, deployed: str) -> Path | None:
+    retrained = [p for p in work_dir.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
+                 and p.name != deployed and "comparison" in read_manifest(p)]
+    return max(retrained, key=lambda p: p.name, default=None)
+
+
 def _republish(work_dir: Path, deployed: str) -> str:
     """The deployed weights under a new version name, made latest (as a mistaken publish would)."""
     version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-republished"
@@ -311,6 +327,10 @@ def _timeline(group: Group, decision: RolloutState | None, candidate: str | None
                 "canary decided": f"decided for the group: {line.get('decision')} {line['model_version']}"}[line["msg"]]
         print(f"  +{(ms - first) / 1000:7.2f} s  {name}  {what}")
     if decision is not None and decision.serving == candidate:
+        ended = {name: line["shadowed"] for name, found in group.logged("canary ended in this process").items()
+                 for line in found if line["model_version"] == candidate}
+        print(f"  the canary's tally, {decision.compared} shadowed reviews, by process: "
+              f"{', '.join(f'{name} {n}' for name, n in sorted(ended.items()))} (sum {sum(ended.values())})")
         swaps = [ms for ms, _, line in lines if line["msg"] == "model swapped" and line["model_version"] == candidate]
         if swaps:
             print(f"  decision -> last swap: {(max(swaps) - decision.changed_ms) / 1000:.2f} s "
@@ -320,9 +340,7 @@ def _timeline(group: Group, decision: RolloutState | None, candidate: str | None
 def _summary(follower: LabelledFollower, work_dir: Path, deployed: str, train_rc: int, candidate: str | None) -> None:
     print("\nlabelled events by model version; 'match' = the label agrees with the stars (1-2 negative, 3 neutral, 4-5 positive)")
     print(follower.table())
-    retrained = [p for p in work_dir.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")
-                 and "comparison" in read_manifest(p) and p.name != deployed]
-    newest = work_dir / candidate if candidate else max(retrained, key=lambda p: p.name, default=None)
+    newest = work_dir / candidate if candidate else _newest_retrained(work_dir, deployed)
     if newest is None:
         print("no retrained version to compare", flush=True)
         return
@@ -330,13 +348,17 @@ def _summary(follower: LabelledFollower, work_dir: Path, deployed: str, train_rc
     comparison = manifest["comparison"]
     before, after = comparison["deployed_scores"]["overall"], manifest["metrics"]["test"]
     print(f"\nbefore/after on the stream's held-out test split ({comparison['n']} reviews, chosen by a hash of event_id; "
-          f"never trained on): {'published' if train_rc == 0 else 'REFUSED by the comparison'}")
+          f"never trained on): {'published' if train_rc == 0 else 'REFUSED by the gate (' + str(comparison.get('refused_by')) + ')'}")
     print(f"  {'':<12}{'deployed ' + deployed[:16]:>28}{'retrained ' + newest.name[:16]:>30}")
     for key in ("accuracy", "macro_f1"):
         print(f"  {key:<12}{before[key]:>28.3f}{after[key]:>30.3f}")
     for label in after["per_class"]:
         old, new = before["per_class"].get(label, {}), after["per_class"][label]
         print(f"  F1 {label:<9}{old.get('f1', 0):>28.3f}{new['f1']:>30.3f}")
+    holdout = comparison.get("holdout")
+    if holdout:
+        print(f"  {'hold-out F1':<12}{holdout['deployed_scores']['overall']['macro_f1']:>28.3f}"
+              f"{holdout['candidate_scores']['overall']['macro_f1']:>30.3f}   (curated, {holdout['n']} texts: {', '.join(holdout['sources'])})")
     print(f"  trained on {manifest['data']['splits']['train']['size']} reviews read from "
           f"{', '.join(manifest['data']['kafka']['topics'])} in {manifest['training']['seconds']:.0f} s", flush=True)
 

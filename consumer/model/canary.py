@@ -22,6 +22,7 @@ class Canary:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     active_labels: Counter = field(default_factory=Counter)
     candidate_labels: Counter = field(default_factory=Counter)
+    counted: int = 0  # shadowed events this process added to the group's tally
 
     def share_difference(self) -> dict[str, float]:
         """Candidate's share of each label minus the active model's, on this process's shadowed sample."""

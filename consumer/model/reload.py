@@ -294,7 +294,7 @@ class ModelReloader:
             active = ready
         canary = self._canaries.get(route)
         if canary is not None and canary.candidate.version != state.candidate:
-            del self._canaries[route]
+            self._end_canary(route)
         # A process serving another version than the group's (its fallback) would compare against the wrong model.
         if state.candidate and route not in self._canaries and shadow is not None and state.canary is not None \
                 and active.version == state.serving:
@@ -313,13 +313,15 @@ class ModelReloader:
                 compared, agreed = canary.shadow(texts, labels)
             except Exception as exc:  # noqa: BLE001 - a candidate failing in shadow is refused, never the batch
                 reason = f"failed in shadow: {type(exc).__name__}: {exc}"[:300]
-                del self._canaries[route]
+                self._end_canary(route)
                 _, state = store.refuse(version, reason)
                 self._refused(route, version, reason)
             else:
                 if not compared:
                     return
                 action, state = store.tally(version, compared, agreed)
+                if action != "stale":
+                    canary.counted += compared
                 if state is not None:
                     self.on_canary(route, canary, state, action, compared)
                 if action == "refused":
@@ -328,10 +330,15 @@ class ModelReloader:
             self._redis_failed("canary tally not written; these shadowed events are not counted", exc)
             return
         if state is None:  # the state was reset: no canary runs for the group
-            self._canaries.pop(route, None)
+            self._end_canary(route)
             return
         self._states[route], self._epochs[route] = state, state.epoch
         self._apply(route)  # the canary stops at once; a promoted version serves from the next batch
+
+    def _end_canary(self, route: str) -> None:
+        canary = self._canaries.pop(route)
+        log.info("canary ended in this process", extra={"route": route, "model_version": canary.candidate.version,
+                                                        "shadowed": canary.counted})
 
     # -- saying things once ---------------------------------------------------------------
     def _say(self, route: str, version: str, reason: str, say: Callable[[str], None]) -> None:
