@@ -87,7 +87,7 @@ def test_a_model_swap_mid_stream_raises_no_alert(stream, tiny_checkpoint, tmp_pa
     _send(bootstrap, topics["input"], history)
     read_topic(bootstrap, topics["output"], expect=len(history), timeout=180)
     point_latest(root, "v2")
-    wait_for(lambda: any(line.get("msg") == "model version loaded; swapping in at the next batch" for line in proc.logs()),
+    wait_for(lambda: any(line.get("msg") == "model version checked; offered to the group" for line in proc.logs()),
              60, "v2 to load")
     # After the swap: v2 labels the last half hour's traffic (its own baseline) and the current window.
     current = [e for query, share in shares.items() for e in _traffic(query, pools, rng, share, 200, (6, 30), now, f"c-{query}")
