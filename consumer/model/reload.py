@@ -98,6 +98,19 @@ def load_version(load: Callable[[str], object], path: str, version: str):
     return model
 
 
+def _check_at_start(model, route: str) -> None:
+    """check_alone, where a smoke batch that raises is no verdict on the checkpoint: a device or a
+    model pass failing now is the pipeline's to handle (it waits, probes, dead-letters), not a
+    reason to refuse to start."""
+    try:
+        check_alone(model, route)
+    except CheckpointRefused:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        log.warning("smoke batch could not run at start-up; serving, the model-failure handling takes over",
+                    extra={"route": route, "model_version": model.version, "error": f"{type(exc).__name__}: {exc}"[:300]})
+
+
 def serve_at_start(store: RolloutStore, path: str, load: Callable[[str], object], route: str,
                    on_fallback: Callable[[str, str, str], None]) -> tuple[object, RolloutState]:
     """The model this process starts with, and the group's state (see the module doc)."""
@@ -106,7 +119,7 @@ def serve_at_start(store: RolloutStore, path: str, load: Callable[[str], object]
     if state is None:
         try:
             first = load(str(Path(path).resolve()))
-            check_alone(first, route)
+            _check_at_start(first, route)
         except CheckpointRefused as exc:
             raise ConfigError(f"{path}: {exc}") from None
         action, state = store.init(first.version)
@@ -119,7 +132,7 @@ def serve_at_start(store: RolloutStore, path: str, load: Callable[[str], object]
             continue
         try:
             model = first if first is not None and first.version == version else load_version(load, path, version)
-            check_alone(model, route)
+            _check_at_start(model, route)
         except Exception as exc:  # noqa: BLE001 - whatever a broken checkpoint raises, the next one is tried
             failures.append(f"{version}: {type(exc).__name__}: {exc}"[:300])
             continue

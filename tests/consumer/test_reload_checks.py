@@ -203,6 +203,10 @@ def test_a_first_start_checks_latest(tmp_path, redis_prefix):
     with pytest.raises(ConfigError, match="labels swapped"):
         group.process("first")
     assert group.store.read() is None
+    # A model pass that raises (a device failing now) is no verdict on the checkpoint: the process starts,
+    # and the pipeline's model-failure handling takes over.
+    group.models["v1"] = Fake("v1", probs=lambda n: (_ for _ in ()).throw(RuntimeError("CUDA error: launch failure")))
+    assert group.process("second").served["english"].version == "v1" and group.store.read().serving == "v1"
 
 
 def test_a_host_whose_latest_lags_never_drags_the_group_back_and_a_reset_stops_a_canary(tmp_path, redis_prefix):
