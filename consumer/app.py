@@ -58,6 +58,7 @@ from .state.routing import Replication
 
 log = logging.getLogger("consumer")
 EXIT_FATAL = 3
+SMOKE_TIMEOUT_S = 30.0  # longest start-up smoke batch; a hung device is then the model-failure handling's
 
 
 @dataclass
@@ -186,7 +187,8 @@ class StreamProcessor:
         stores = {route: RolloutStore(client, s.redis.redis_prefix, s.kafka.group_id, route) for route in paths}
         self.models, states = {}, {}
         for route, path in paths.items():  # the group's version in service, not whatever `latest` names
-            self.models[route], states[route] = serve_at_start(stores[route], path, load, route, self._fell_back)
+            self.models[route], states[route] = serve_at_start(stores[route], path, load, route, self._fell_back,
+                                                               min(SMOKE_TIMEOUT_S, s.runtime.model_failure_timeout_s))
         for route, classifier in self.models.items():
             self.metrics.model.labels(route, classifier.name, classifier.version, str(classifier.device)).set(1)
             log.info("model loaded", extra={"route": route, "model_version": classifier.version, "device": str(classifier.device),

@@ -98,28 +98,40 @@ def load_version(load: Callable[[str], object], path: str, version: str):
     return model
 
 
-def _check_at_start(model, route: str) -> None:
-    """check_alone, where a smoke batch that raises is no verdict on the checkpoint: a device or a
-    model pass failing now is the pipeline's to handle (it waits, probes, dead-letters), not a
-    reason to refuse to start."""
-    try:
-        check_alone(model, route)
-    except CheckpointRefused:
-        raise
-    except Exception as exc:  # noqa: BLE001 - see the docstring
+def _check_at_start(model, route: str, timeout_s: float) -> None:
+    """check_alone, where a smoke batch that raises or does not return within `timeout_s` is no
+    verdict on the checkpoint: a device or a model pass failing now is the pipeline's to handle
+    (it waits with partitions paused, probes, dead-letters, stops with exit 3), not a reason to
+    refuse to start or to hang before polling."""
+    outcome: list[BaseException | None] = []
+
+    def smoke() -> None:
+        try:
+            check_alone(model, route)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=smoke, name="smoke-check", daemon=True)  # a hung pass is left behind
+    thread.start()
+    thread.join(timeout_s)
+    error = outcome[0] if outcome else TimeoutError(f"no result within {timeout_s:.0f} s")
+    if isinstance(error, CheckpointRefused):
+        raise error
+    if error is not None:
         log.warning("smoke batch could not run at start-up; serving, the model-failure handling takes over",
-                    extra={"route": route, "model_version": model.version, "error": f"{type(exc).__name__}: {exc}"[:300]})
+                    extra={"route": route, "model_version": model.version, "error": f"{type(error).__name__}: {error}"[:300]})
 
 
 def serve_at_start(store: RolloutStore, path: str, load: Callable[[str], object], route: str,
-                   on_fallback: Callable[[str, str, str], None]) -> tuple[object, RolloutState]:
+                   on_fallback: Callable[[str, str, str], None], smoke_timeout_s: float = 30.0) -> tuple[object, RolloutState]:
     """The model this process starts with, and the group's state (see the module doc)."""
     state = store.read()
     first = None
     if state is None:
         try:
             first = load(str(Path(path).resolve()))
-            _check_at_start(first, route)
+            _check_at_start(first, route, smoke_timeout_s)
         except CheckpointRefused as exc:
             raise ConfigError(f"{path}: {exc}") from None
         action, state = store.init(first.version)
@@ -132,7 +144,7 @@ def serve_at_start(store: RolloutStore, path: str, load: Callable[[str], object]
             continue
         try:
             model = first if first is not None and first.version == version else load_version(load, path, version)
-            _check_at_start(model, route)
+            _check_at_start(model, route, smoke_timeout_s)
         except Exception as exc:  # noqa: BLE001 - whatever a broken checkpoint raises, the next one is tried
             failures.append(f"{version}: {type(exc).__name__}: {exc}"[:300])
             continue

@@ -4,6 +4,8 @@ start-up (fake models, real Redis). The real stream with consumer processes is t
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -207,6 +209,13 @@ def test_a_first_start_checks_latest(tmp_path, redis_prefix):
     # and the pipeline's model-failure handling takes over.
     group.models["v1"] = Fake("v1", probs=lambda n: (_ for _ in ()).throw(RuntimeError("CUDA error: launch failure")))
     assert group.process("second").served["english"].version == "v1" and group.store.read().serving == "v1"
+    # A pass that does not return (a hung device) does not hold the start either.
+    release = threading.Event()
+    group.models["v1"] = Fake("v1", probs=lambda n: release.wait(30) and np.full((n, 3), 1 / 3))
+    started = time.monotonic()
+    model, _ = serve_at_start(group.store, str(group.root / "latest"), group.load, "english", lambda *a: None, smoke_timeout_s=0.5)
+    assert model.version == "v1" and time.monotonic() - started < 5
+    release.set()
 
 
 def test_a_host_whose_latest_lags_never_drags_the_group_back_and_a_reset_stops_a_canary(tmp_path, redis_prefix):
