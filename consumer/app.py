@@ -58,7 +58,7 @@ from .state.routing import Replication
 
 log = logging.getLogger("consumer")
 EXIT_FATAL = 3
-SMOKE_TIMEOUT_S = 30.0  # longest start-up smoke batch; a hung device is then the model-failure handling's
+SMOKE_TIMEOUT_S = 10.0  # longest start-up smoke batch (milliseconds when healthy); a hung device is then the model-failure handling's
 
 
 @dataclass

@@ -31,8 +31,12 @@ def test_a_rebalance_during_a_model_failure_wait_resumes_the_kept_partitions(str
     _produce_round_robin(bootstrap, topics["input"], first)
     fault = tmp_path / "model-fails"
     fault.touch()
-    stays = stream["start"]("stays", env={"SENTIMENT_FAULT_MODEL_FAIL_FILE": str(fault)})
+    # A batch of exactly the eight events, waited for: fetches from the four partitions arrive apart, and a
+    # first batch from some of them only would not span the partitions the joining member takes.
+    stays = stream["start"]("stays", extra=["--batch-size", "8", "--max-wait-ms", "5000"],
+                            env={"SENTIMENT_FAULT_MODEL_FAIL_FILE": str(fault)})
     wait_for(lambda: _logged(stays, "model failing on every batch; partitions paused, retrying"), 90, "the model-failure wait")
+    assert [line["size"] for line in stays.logs() if line.get("msg") == "first batch polled"] == [8]
     joins = stream["start"]("joins")
     wait_for(lambda: _logged(stays, "batch abandoned uncommitted"), 90, "the rebalance to abandon the waiting batch")
     fault.unlink()
