@@ -207,7 +207,8 @@ class ModelReloader:
                 try:
                     if follow:
                         self.follow(route)
-                    self.sync(route)
+                    else:
+                        self.sync(route)
                 except REDIS_ERRORS as exc:
                     self._redis_failed("rollout state unreachable; the running model keeps serving", exc)
                 except Exception:  # noqa: BLE001 - the thread outlives any one failure; the running model keeps serving
@@ -222,6 +223,7 @@ class ModelReloader:
         path, store = self.paths[route], self.stores[route]
         version = self._latest(route)
         if version is None or version == self._followed.get(route):
+            self.sync(route)
             return
         action, state = store.follow(version)
         if action == "no_state":  # the state is gone (a flushed Redis): the version in service here starts it again
@@ -235,6 +237,7 @@ class ModelReloader:
                 store.refuse(version, str(exc)[:300])
                 self._refused(route, version, str(exc))
                 self._followed[route] = version
+                self.sync(route)
                 return
             # Anything else (memory, a device error) may be this host's alone: it propagates, is logged by the
             # thread, and the move is acted on again at the next interval.
