@@ -57,8 +57,10 @@ def test_one_decision_for_the_whole_group(stream, tiny_checkpoint, tmp_path, cap
         produce(bootstrap, topics["input"], [orjson.dumps(e) for e in batch])
         read_topic(bootstrap, topics["output"], expect=len(events))
 
+    # Every member holds partitions before traffic: a late join's rebalance would redeliver (at-least-once).
+    _wait(lambda: all(any(line.get("msg") == "partitions assigned" and line.get("partitions") for line in p.logs()) for p in procs),
+          "all three consumers assigned")
     send(60, 61, V1)
-    _wait(lambda: all(p.scrape()[0] == 200 for p in procs), "all three consumers up")
 
     # A new version: one process checks and offers it, all three load it and shadow it.
     point_latest(root, V2)
@@ -91,6 +93,7 @@ def test_one_decision_for_the_whole_group(stream, tiny_checkpoint, tmp_path, cap
     _wait(lambda: FLIPPED in rollout.read().refused, "the flipped checkpoint refused")
     assert "labels swapped" in rollout.read().refused[FLIPPED] and rollout.read().candidate == ""
     send(30, 81, V2)
+    assert wait_committed(bootstrap, group, topics["input"], 4, len(events)) == len(events)  # nothing to redeliver at the join
     # A fourth process started now serves the group's version, not the refused `latest`.
     procs.append(stream["start"]("c4", extra=extra))
     _wait(lambda: procs[3].scrape()[0] == 200, "the fourth consumer up")
