@@ -30,7 +30,7 @@ PYTEST_ARGS ?=
 # a run that tested nothing fails, and says so. Append to a pytest command line.
 NO_TESTS_FAIL = || { rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc; }
 
-.PHONY: help install browser services-up services-down services-status services-reset test chaos chaos-cluster demo checkpoint checkpoint-english checkpoint-multilingual-demo retrain bench bench-shares bench-alerts bench-cluster clean
+.PHONY: help install browser services-up services-down services-status services-reset test chaos chaos-cluster demo checkpoint checkpoint-english checkpoint-multilingual-demo retrain bench bench-shares bench-alerts bench-cluster bench-peers clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -143,6 +143,22 @@ bench-alerts: $(STAMP) checkpoint-english  ## the spike rule over a simulated da
 bench-cluster: $(STAMP) checkpoint  ## scale-out figures on the local clusters (~10 min): rebalance pauses, members, WAIT
 	$(CLUSTER_ENV) services/services.sh up
 	$(CLUSTER_ENV) $(PY) bench/bench_cluster.py --checkpoint checkpoints/latest
+
+# Quix Streams pins confluent-kafka < 2.13, below the consumer's: the bench extra gets its own venv inside .venv,
+# layered over .venv's packages (a .pth line), so every peer runs the same torch and transformers, installed once.
+# --no-warn-conflicts: pip would list the asset packages .venv installs with --no-deps (requirements-assets.txt).
+BENCH_VENV := $(VENV)/bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -c 'import sys, sysconfig, pathlib; pathlib.Path(sysconfig.get_path("purelib"), "main-venv.pth").write_text(sys.argv[1] + "\n")' \
+		"$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+	$(BENCH_VENV)/bin/pip install -q --no-warn-conflicts -e '.[bench]'
+	touch $@
+
+bench-peers: $(BENCH_STAMP) services-up checkpoint-english  ## this consumer next to Quix Streams, per-message and batched, on one backlog (~6 min); bench/results/peers.json
+	$(PY) bench/bench_peers.py --checkpoint checkpoints/latest --quix-python $(BENCH_VENV)/bin/python
 
 clean:  ## remove the venv and caches (keeps pip's wheel cache)
 	rm -rf $(VENV) .pytest_cache .hypothesis
