@@ -15,7 +15,7 @@ import tempfile
 import time
 
 from quixstreams import Application
-from transformers import pipeline
+from transformers import Pipeline, pipeline
 
 
 def label(event: dict, result: dict) -> dict:
@@ -39,10 +39,10 @@ def main() -> None:
     classify("warm-up", **tokenizer_kwargs)
 
     with tempfile.TemporaryDirectory(prefix="quix-state-") as state_dir:
-        run(args, classify, tokenizer_kwargs, state_dir)
+        stream(args, classify, tokenizer_kwargs, state_dir)
 
 
-def run(args: argparse.Namespace, classify, tokenizer_kwargs: dict, state_dir: str) -> None:
+def stream(args: argparse.Namespace, classify: Pipeline, tokenizer_kwargs: dict, state_dir: str) -> None:
     app = Application(broker_address=args.bootstrap_servers, consumer_group=args.group_id, auto_offset_reset="earliest",
                       state_dir=state_dir)
     sdf = app.dataframe(app.topic(args.topic))
