@@ -77,10 +77,11 @@ def top(store: CounterStore, rates: RateStore, *, label: str = "negative", windo
         raise BadRequest("min_count must be >= 1 and limit 1..1000")
     seconds = window_seconds(store, window)
     now = int(time.time() * 1000)
-    # Candidates from the bounded per-hour rankings (the subjects with the most events of
-    # the label), then exact counts for those only: the read costs O(limit), not O(subjects).
+    # Candidates from the bounded per-hour rankings (the subjects with the most events of the
+    # label over the window's hours), then exact counts for those only: the read costs O(limit),
+    # not O(subjects) nor O(hours).
     candidates = min(store.layout.rank_size, max(100, 10 * limit))
-    names = sorted(store.ranked_subjects(kind, label, seconds, now, candidates))
+    names = store.ranked_subjects(kind, label, seconds, now, candidates)
     windows = store.window_stats_many([(kind, n, seconds) for n in names], now)
     versions = rates.read(model for stats in windows for model in stats.tallies)
     rows = []
@@ -116,8 +117,13 @@ def series(store: CounterStore, rates: RateStore, alert_store: AlertStore, *, ki
     if not subject.strip():
         raise BadRequest(f"{field} is empty")
     now = int(time.time() * 1000)
-    size, buckets = store.bucket_series(kind, subject, seconds, now)
-    longer, short = store.window_stats_many([(kind, subject, baseline_s + alert_window_s), (kind, subject, alert_window_s)], now)
+    # One round trip: the chart's buckets and the baseline's share their hours, each read once.
+    (size, buckets), *sums = store.bucket_series_many(
+        [(kind, subject, seconds), (kind, subject, baseline_s + alert_window_s), (kind, subject, alert_window_s)], now)
+    longer, short = WindowStats(), WindowStats()
+    for total, (_, parts) in zip((longer, short), sums):
+        for _, stats in parts:
+            total.add(stats)
     versions = rates.read([*longer.tallies, *(model for _, stats in buckets for model in stats.tallies)])
     points = []
     for start, stats in buckets:

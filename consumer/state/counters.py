@@ -10,8 +10,9 @@ subject lives in one Redis Cluster slot):
                               "M|s:negative"    sum of P(negative)², micro-units (the per-event variance)
     P:{q:<h>}:h:<hour>      coarse bucket hash, the same fields (event-time hour)
     (the same with {p:<h>} for products)
-    P:rank:q:<label>:<hour> sorted set: query -> events with that label in that hour, trimmed to
-                            the --rank-size highest (products: P:rank:p:...), for top lists
+    P:{rank:q:<label>}:<hour>  sorted set: query -> events with that label in that hour, trimmed to
+                            the --rank-size highest (products: P:{rank:p:<label>}:...), for top lists; every
+                            hour of one kind and label in one slot, so a window's hours are summed in one script
     P:{r:<h>}:f, P:{r:<h>}:s  one model version's stream rates (<h> hashes the version): fence, and
                             sums per star-derived true label T: "T|n", "T|p:<label>", "T|s:negative"
 
@@ -32,6 +33,10 @@ script reports it after applying (all model versions together), written with ZAD
 second round trip: a replay rewrites the same count, and a retry or a replay after a crash
 between the two round trips restores what the lost round trip would have written. They
 only choose which subjects a top list reads: the shares shown come from the exact buckets.
+
+Reads sum a window's buckets in Redis (one script per subject, in its slot): a reply per
+subject instead of one per bucket, so a top list over hundreds of subjects parses hundreds
+of small replies, not tens of thousands of hashes.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
+import orjson
 import redis
 
 from model_runtime.stats.rates import NEGATIVE
@@ -119,6 +125,33 @@ for k, labels in pairs(ranked) do
 end
 return out
 """
+
+# KEYS: one subject's bucket hashes. Returns {the fields as a JSON array, their sums over the buckets
+# (integers: counts and micro-units) comma-separated}: two strings, however many buckets and fields.
+_WINDOW = """
+local sums, names = {}, {}
+for i = 1, #KEYS do
+  local fields = redis.call('HGETALL', KEYS[i])
+  for f = 1, #fields, 2 do
+    local name = fields[f]
+    if sums[name] == nil then names[#names + 1] = name; sums[name] = 0 end
+    sums[name] = sums[name] + tonumber(fields[f + 1])
+  end
+end
+if #names == 0 then return {'[]', ''} end
+local values = {}
+for i, name in ipairs(names) do values[i] = string.format('%d', sums[name]) end
+return {cjson.encode(names), table.concat(values, ',')}
+"""
+# KEYS[1]: a scratch sorted set in the rankings' slot; KEYS[2..]: one kind and label's hourly rankings.
+# ARGV[1]: how many. Returns the subjects with the most events of the label over those hours, most first.
+_TOP = """
+redis.call('ZUNIONSTORE', KEYS[1], #KEYS - 1, unpack(KEYS, 2))
+local top = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+redis.call('DEL', KEYS[1])
+return top
+"""
+
 
 @dataclass(frozen=True)
 class Increment:
@@ -210,7 +243,14 @@ class CounterLayout:
         return f"{self.tag(kind, name)}:{'h' if coarse else 'm'}:{start_s}"
 
     def rank_key(self, kind: str, label: str, hour_start_s: int) -> str:
-        return f"{self.prefix}:rank:{SUBJECT_KINDS[kind]}:{label}:{hour_start_s}"
+        return f"{self._rank_tag(kind, label)}:{hour_start_s}"
+
+    def rank_scratch_key(self, kind: str, label: str) -> str:
+        """Where a top read sums a window's rankings (in their slot); it never outlives the script."""
+        return f"{self._rank_tag(kind, label)}:sum"
+
+    def _rank_tag(self, kind: str, label: str) -> str:
+        return f"{self.prefix}:{{rank:{SUBJECT_KINDS[kind]}:{label}}}"
 
     def buckets(self, window_s: int, now_ms: int) -> tuple[bool, int, list[int]]:
         """(coarse, bucket seconds, bucket starts newest first) that sum the window ending now: fine
@@ -239,7 +279,10 @@ class CounterStore:
         self.client = client
         self.layout = layout
         self._apply = client.register_script(_APPLY)
+        self._window = client.register_script(_WINDOW)
+        self._top = client.register_script(_TOP)
         self._scripts = ScriptRunner(client, replication)
+        self._reads = ScriptRunner(client)
 
     def apply(self, increments: Iterable[Increment], now_ms: int, rated: Iterable[RatedExample] = ()) -> int:
         """Apply increments (and rated reviews to their version's rate sums) in one pipelined round trip
@@ -324,25 +367,30 @@ class CounterStore:
         if keys:
             pipe.execute()
 
-    def ranked_subjects(self, kind: str, label: str, window_s: int, now_ms: int, count: int) -> set[str]:
-        """The subjects with the most events of `label` in each hour overlapping the window: at most
-        count per hour, so a top list reads O(count) subjects however many are active."""
-        pipe = self.client.pipeline(transaction=False)
-        for hour in self.layout.hours(window_s, now_ms):  # one read per hour: the keys live in different cluster slots
-            pipe.zrevrange(self.layout.rank_key(kind, label, hour), 0, count - 1)
-        return {member.decode() for members in pipe.execute() for member in members}
+    def ranked_subjects(self, kind: str, label: str, window_s: int, now_ms: int, count: int) -> list[str]:
+        """The `count` subjects with the most events of `label` summed over the hours overlapping the
+        window (each hour's ranking holds its rank_size highest), most first: a top list reads O(count)
+        subjects however many are active, and one reply however many hours the window spans."""
+        keys = [self.layout.rank_key(kind, label, hour) for hour in self.layout.hours(window_s, now_ms)]
+        (top,) = self._reads.run(self._top, [([self.layout.rank_scratch_key(kind, label), *keys], [count])])
+        return [member.decode() for member in top]
 
     def window_stats_many(self, requests: list[tuple[str, str, int]], now_ms: int) -> list["WindowStats"]:
-        """Counts and probability sums for several (kind, name, window_s) in one pipelined round trip.
+        """Counts and probability sums for several (kind, name, window_s): each subject's buckets summed in
+        Redis by one script, all in one pipelined round trip per master.
 
         Windows up to the fine horizon use fine buckets (resolution --bucket-seconds);
         longer windows sum whole event-time hours, the current one included.
         """
+        calls = []
+        for kind, name, window_s in requests:
+            coarse, _, starts = self.layout.buckets(window_s, now_ms)
+            calls.append(([self.layout.bucket_key(kind, name, coarse, start) for start in starts], []))
         out = []
-        for _, buckets in self.bucket_series_many(requests, now_ms):
+        for names, values in self._reads.run(self._window, calls) if calls else []:
             stats = WindowStats()
-            for _, bucket in buckets:
-                stats.add(bucket)
+            for field_name, value in zip(orjson.loads(names), values.split(b",") if values else ()):
+                stats.add_field(field_name, int(value))
             out.append(stats)
         return out
 
@@ -351,27 +399,24 @@ class CounterStore:
         return self.bucket_series_many([(kind, name, window_s)], now_ms)[0]
 
     def bucket_series_many(self, requests: list[tuple[str, str, int]], now_ms: int) -> list[tuple[int, list[tuple[int, "WindowStats"]]]]:
-        """bucket_series for several (kind, name, window_s), in one pipelined round trip."""
+        """bucket_series for several (kind, name, window_s), in one pipelined round trip; a bucket that
+        several requests cover is read once."""
         if not requests:
             return []
-        pipe = self.client.pipeline(transaction=False)
         spans = []
+        keys: dict[str, WindowStats] = {}
         for kind, name, window_s in requests:
             coarse, size, starts = self.layout.buckets(window_s, now_ms)
             starts.reverse()
-            for start in starts:
-                pipe.hgetall(self.layout.bucket_key(kind, name, coarse, start))
-            spans.append((size, starts))
-        replies = iter(pipe.execute())
-        out = []
-        for size, starts in spans:
-            series = []
-            for start in starts:
-                stats = WindowStats()
-                stats.add_bucket(next(replies))
-                series.append((start, stats))
-            out.append((size, series))
-        return out
+            span = [(start, self.layout.bucket_key(kind, name, coarse, start)) for start in starts]
+            keys.update((key, WindowStats()) for _, key in span)
+            spans.append((size, span))
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        for stats, raw in zip(keys.values(), pipe.execute()):
+            stats.add_bucket(raw)
+        return [(size, [(start, keys[key]) for start, key in span]) for size, span in spans]
 
 
 @dataclass
@@ -397,16 +442,20 @@ class WindowStats:
         return out
 
     def add_bucket(self, raw: dict[bytes, bytes]) -> None:
-        """Add one bucket hash as Redis returns it ("<model>|<label>", "<model>|p:<label>", "<model>|s:negative")."""
+        """Add one bucket hash as Redis returns it."""
         for name, value in raw.items():
-            model, _, what = name.decode().rpartition("|")
-            tally = self.tallies.setdefault(model, Tally())
-            if what == SQUARES_FIELD:
-                tally.negative_squares += int(value) / MICRO
-            elif what.startswith("p:"):
-                tally.prob_sums[what[2:]] = tally.prob_sums.get(what[2:], 0.0) + int(value) / MICRO
-            else:
-                tally.counts[what] += int(value)
+            self.add_field(name.decode(), int(value))
+
+    def add_field(self, name: str, value: int) -> None:
+        """Add one counter field: "<model>|<label>", "<model>|p:<label>" or "<model>|s:negative"."""
+        model, _, what = name.rpartition("|")
+        tally = self.tallies.setdefault(model, Tally())
+        if what == SQUARES_FIELD:
+            tally.negative_squares += value / MICRO
+        elif what.startswith("p:"):
+            tally.prob_sums[what[2:]] = tally.prob_sums.get(what[2:], 0.0) + value / MICRO
+        else:
+            tally.counts[what] += value
 
     def add(self, other: "WindowStats") -> None:
         for model, tally in other.tallies.items():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 
-from consumer.state.counters import CounterLayout, CounterStore, Increment
+import pytest
+
+from consumer.state.counters import CounterLayout, CounterStore, Increment, WindowStats
 
 
 def _incs(offsets, *, kind="query", name="wireless headphones", partition=0, label="negative", ts_ms=None, topic="t"):
@@ -43,12 +45,12 @@ def test_keys_share_one_hash_tag_per_subject_and_expire(redis_prefix):
     now = int(time.time() * 1000)
     store.apply(_incs([0], name="a {weird} query 蓝牙") + _incs([1], kind="product", name="p-1"), now)
     every = sorted(k.decode() for k in client.scan_iter(match=prefix + "*"))
-    keys = [k for k in every if ":rank:" not in k]
+    keys = [k for k in every if "{rank:" not in k]
     tags = {k[k.index("{"): k.index("}") + 1] for k in keys}
     assert len(tags) == 2 and len(keys) == 6  # per subject: fence, minute bucket, hour bucket
     assert len(every) == 8  # plus the hourly negative ranking of queries and of products
     assert all(0 < client.ttl(k) <= 86400 + 3 * 3600 for k in every)
-    assert store.ranked_subjects("query", "negative", 3600, now, 10) == {"a {weird} query 蓝牙"}
+    assert store.ranked_subjects("query", "negative", 3600, now, 10) == ["a {weird} query 蓝牙"]
     fence = store.layout.fence_key("query", "a {weird} query 蓝牙")
     assert client.hget(fence, "name").decode() == "a {weird} query 蓝牙"
 
@@ -75,7 +77,7 @@ def test_rankings_are_bounded_and_not_inflated_by_replays(redis_prefix):
     hour = now // 1000 // 3600 * 3600
     ranking = client.zrevrange(store.layout.rank_key("query", "negative", hour), 0, -1, withscores=True)
     assert [(m.decode(), int(s)) for m, s in ranking] == [(f"q{i:02d}", i + 1) for i in range(29, 19, -1)]
-    assert store.ranked_subjects("query", "negative", 3600, now, 3) == {"q29", "q28", "q27"}
+    assert store.ranked_subjects("query", "negative", 3600, now, 3) == ["q29", "q28", "q27"]
 
 
 def test_probability_sums_are_exact_under_a_replayed_range(redis_prefix):
@@ -156,10 +158,10 @@ def test_a_retried_batch_restores_rankings_its_lost_round_trip_dropped(redis_pre
     now = int(time.time() * 1000)
     batch = _incs(range(6)) + _incs(range(6, 10), label="positive")
     store.apply(batch, now)
-    for key in client.scan_iter(match=f"{prefix}rank:*"):  # what a crash before the ranking round trip leaves
+    for key in client.scan_iter(match=f"{prefix}{{rank:*"):  # what a crash before the ranking round trip leaves
         client.delete(key)
     assert store.apply(batch, now) == 0  # the redelivered batch: everything is behind the fence
-    assert store.ranked_subjects("query", "negative", 3600, now, 10) == {"wireless headphones"}
+    assert store.ranked_subjects("query", "negative", 3600, now, 10) == ["wireless headphones"]
     assert _score(client, store, "wireless headphones") == 6
     assert _score(client, store, "wireless headphones", "positive") == 4
 
@@ -184,7 +186,7 @@ def test_a_failed_ranking_round_trip_is_repaired_by_the_retry(redis_prefix, monk
         store.apply(batch, now)
     except redis.ConnectionError:
         store.apply(batch, now)  # what CountStep does: the same increments again
-    assert store.ranked_subjects("query", "negative", 3600, now, 10) == {"wireless headphones"}
+    assert store.ranked_subjects("query", "negative", 3600, now, 10) == ["wireless headphones"]
     assert _score(client, store, "wireless headphones") == 5
 
 
@@ -195,7 +197,7 @@ def test_rankings_hold_the_exact_count_when_another_partition_writes_between_a_l
     first = _incs(range(5), partition=0)  # its process crashes before ranking it
     second = _incs(range(3), partition=1) + _incs(range(3, 5), partition=1, label="positive")
     store.apply(first, now)
-    for key in client.scan_iter(match=f"{prefix}rank:*"):
+    for key in client.scan_iter(match=f"{prefix}{{rank:*"):
         client.delete(key)
     store.apply(second, now)  # another process, another partition, the same subject and hour
     store.apply(first, now)  # the new owner of partition 0 replays the first batch
@@ -216,3 +218,45 @@ def test_rankings_count_one_label_across_model_versions_and_old_unversioned_fiel
                 + [Increment("query", "q", "t", 0, 7, now, "positive", probs, "english:v2")], now)
     assert _score(client, store, "q") == 2 + 3 + 4  # never the probability sums ("M|p:negative") or squares
     assert _score(client, store, "q", "positive") == 1
+
+
+def test_rankings_sum_the_window_hours_in_their_one_slot(redis_prefix):
+    from redis.cluster import key_slot
+
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
+    now = int(time.time() * 1000)
+    hour_ms = now // 3_600_000 * 3_600_000
+    before = hour_ms - 60_000  # the hour before this one
+    store.apply(_incs(range(0, 4), name="steady", ts_ms=before) + _incs(range(4, 8), name="steady", ts_ms=now)
+                + _incs(range(8, 15), name="earlier", ts_ms=before) + _incs(range(15, 21), name="burst", ts_ms=now), now)
+    # Summed over both hours, not the best of each hour: 8, 7, 6.
+    assert store.ranked_subjects("query", "negative", 3600, now, 3) == ["steady", "earlier", "burst"]
+    assert store.ranked_subjects("query", "negative", 3600, now, 1) == ["steady"]
+    hours = [store.layout.rank_key("query", "negative", h) for h in store.layout.hours(86400, now)]
+    assert len({key_slot(k.encode()) for k in [*hours, store.layout.rank_scratch_key("query", "negative")]}) == 1
+    assert not client.exists(store.layout.rank_scratch_key("query", "negative"))  # the sum never outlives the read
+
+
+def test_window_sums_read_in_redis_equal_the_buckets_they_sum(redis_prefix):
+    client, prefix = redis_prefix
+    store = CounterStore(client, CounterLayout(prefix.rstrip(":")))
+    now = int(time.time() * 1000)
+    probs = (("negative", 612_345), ("neutral", 87_655), ("positive", 300_000))
+    incs = [Increment("query", "q", "t", 0, o, now - o * 7 * 60_000, "negative" if o % 3 else "positive", probs,
+                      "english:v1" if o < 6 else "english:v2") for o in range(12)]
+    store.apply(incs + [Increment("product", "p", "t", 0, 0, now, "neutral", probs, "english:v1")], now)
+    requests = [("query", "q", 300), ("query", "q", 3600), ("query", "q", 86400), ("product", "p", 3600), ("query", "none", 3600)]
+    for stats, (_, buckets) in zip(store.window_stats_many(requests, now), store.bucket_series_many(requests, now)):
+        expected = WindowStats()
+        for _, bucket in buckets:
+            expected.add(bucket)
+        assert stats.tallies.keys() == expected.tallies.keys()
+        for model, tally in expected.tallies.items():
+            got = stats.tallies[model]
+            assert got.counts == tally.counts and got.negative_squares == pytest.approx(tally.negative_squares, abs=1e-9)
+            # summed as integers in Redis, divided once: at least as exact as the buckets summed as floats
+            assert got.prob_sums == pytest.approx(tally.prob_sums, abs=1e-9)
+    day = store.window_stats_many([("query", "q", 86400)], now)[0]
+    assert day.counts == {"negative": 8, "positive": 4} and day.tallies["english:v2"].n == 6
+    assert store.window_stats_many([("query", "none", 3600)], now)[0].tallies == {}
