@@ -9,14 +9,20 @@ Standard library server, bound to 127.0.0.1 by default. Routes:
   GET /alerts?state=firing
   GET /status              the consumer's models, rates and lag (from --metrics-url)
   GET /openapi.json
+
+Replies of the counter routes are shared for `cache_s` (serve --cache-s): every open
+dashboard polls the same URLs, so N tabs cost Redis what one does.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import orjson
@@ -121,6 +127,42 @@ def _json(status: int, body: Any) -> Reply:
     return Reply(status, orjson.dumps(body))
 
 
+class SharedReplies:
+    """The 200 replies of recent requests by URL, kept `ttl_s` and shared by every client: one
+    computation per URL at a time (others asking meanwhile wait for it and share it), at most
+    `max_entries` URLs (least recently computed dropped first)."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 256, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[float, "Reply"]] = OrderedDict()  # URL -> (computed at, reply)
+        self._computing: dict[str, threading.Lock] = {}
+
+    def get(self, key: str, compute: Callable[[], "Reply"]) -> "Reply":
+        if self.ttl_s <= 0:
+            return compute()
+        with self._lock:
+            turn = self._computing.setdefault(key, threading.Lock())
+        with turn:
+            with self._lock:
+                hit = self._entries.get(key)
+            if hit is not None and self.clock() - hit[0] < self.ttl_s:
+                return hit[1]
+            started = self.clock()
+            reply = compute()
+            with self._lock:
+                if reply.status == 200:
+                    self._entries[key] = (started, reply)
+                    self._entries.move_to_end(key)
+                    while len(self._entries) > self.max_entries:
+                        self._computing.pop(self._entries.popitem(last=False)[0], None)
+                elif key not in self._entries:
+                    self._computing.pop(key, None)
+            return reply
+
+
 @dataclass
 class ReadAPI:
     """Routes a request to its view; pure apart from the reads, so tests can call it without sockets."""
@@ -131,6 +173,11 @@ class ReadAPI:
     alert_window_s: int = 300
     baseline_s: int = 86400
     status: ConsumerStatus | None = None  # None: no --metrics-url, the dashboard hides the consumer panel
+    cache_s: float = 0.0  # share each counter route's reply this long (0: every request reads Redis)
+    _replies: SharedReplies = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._replies = SharedReplies(self.cache_s)
 
     def route(self, method: str, target: str) -> Reply:
         if method != "GET":
@@ -145,6 +192,11 @@ class ReadAPI:
             if found is None:
                 return _json(404, {"error": f"no dashboard file {url.path}"})
             return Reply(200, found[1], found[0], PAGE_HEADERS)
+        if parts == ["status"]:  # the consumer's own figures, not Redis: never shared stale
+            return self._reply(url.path, parts, params)
+        return self._replies.get(target, lambda: self._reply(url.path, parts, params))
+
+    def _reply(self, path: str, parts: list[str], params: dict[str, list[str]]) -> Reply:
         try:
             body = self._view(parts, params)
         except views.BadRequest as exc:
@@ -153,7 +205,7 @@ class ReadAPI:
             log.warning("redis error", extra={"error": str(exc)[:200]})
             return _json(503, {"error": "counters unavailable (Redis)"})
         if body is None:
-            return _json(404, {"error": f"no route for {url.path}; see /openapi.json"})
+            return _json(404, {"error": f"no route for {path}; see /openapi.json"})
         return _json(200, body)
 
     def _view(self, parts: list[str], params: dict[str, list[str]]) -> Any:

@@ -41,6 +41,7 @@ class ServeArguments:
     port: int = field(default=8080, metadata={"help": "port to listen on"})
     max_threads: int = field(default=16, metadata={"help": "requests served at once; more get 503 (bounds the load on Redis)"})
     request_timeout_s: float = field(default=10.0, metadata={"help": "close a connection whose request does not arrive within this time"})
+    cache_s: float = field(default=2.0, metadata={"help": "share each reply of the counter routes (/top, /series, sentiment, /alerts) for this many seconds among all clients, so open dashboards cost Redis what one does (0: every request reads Redis)"})
     metrics_url: str = field(default="", metadata={"help": "the consumer's Prometheus endpoint (e.g. http://127.0.0.1:9108/metrics): the dashboard then shows its models, events/s and lag (empty: that panel is hidden)"})
 
 
@@ -104,7 +105,10 @@ def _read(args: argparse.Namespace) -> int:
             if serve.metrics_url and not serve.metrics_url.startswith(("http://", "https://")):
                 raise ConfigError("--metrics-url must be an http:// or https:// URL")
             configure_logging("INFO")
-            api = ReadAPI(store, rates, alerts, times.window_s, times.baseline_s, ConsumerStatus(serve.metrics_url) if serve.metrics_url else None)
+            if serve.cache_s < 0:
+                raise ConfigError("--cache-s must be >= 0")
+            api = ReadAPI(store, rates, alerts, times.window_s, times.baseline_s, ConsumerStatus(serve.metrics_url) if serve.metrics_url else None,
+                          serve.cache_s)
             try:
                 server = make_server(api, serve.host, serve.port, serve.max_threads, serve.request_timeout_s)
             except ValueError as exc:

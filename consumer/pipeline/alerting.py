@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Callable
 
 from ..alerts.detector import SpikeDetector
 from ..alerts.outbox import AlertOutbox
@@ -21,19 +22,20 @@ log = logging.getLogger("consumer.alerting")
 
 class AlertStep:
     def __init__(self, detector: SpikeDetector, schedule: EvaluationSchedule, outbox: AlertOutbox,
-                 max_per_tick: int = 500, rescan_every_s: float = 60.0) -> None:
+                 max_per_tick: int = 500, rescan_every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.detector = detector
         self.schedule = schedule
         self.outbox = outbox
         self.max_per_tick = max_per_tick
         self.rescan_every_s = rescan_every_s
+        self.clock = clock  # the schedule's time (a bench or test drives a simulated one)
         self._rescanned_at = float("-inf")
 
     def touched(self, increments: list[Increment]) -> None:
-        self.schedule.touched({(inc.kind, inc.name) for inc in increments}, time.monotonic())
+        self.schedule.touched({(inc.kind, inc.name) for inc in increments}, self.clock())
 
     def tick(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         due = []
         try:
             if now - self._rescanned_at >= self.rescan_every_s:
