@@ -204,6 +204,11 @@ def _sum_fields(items) -> list[str]:
     return [f"p:{label}" for label in labels] + ([SQUARES_FIELD] if NEGATIVE in labels else [])
 
 
+def bucket_key_in(tag: str, coarse: bool, start_s: int) -> str:
+    """A bucket's key under its subject's tag (CounterLayout.tag)."""
+    return f"{tag}:{'h' if coarse else 'm'}:{start_s}"
+
+
 @dataclass(frozen=True)
 class CounterLayout:
     prefix: str
@@ -240,7 +245,23 @@ class CounterLayout:
         return f"{self.tag(kind, name)}:f"
 
     def bucket_key(self, kind: str, name: str, coarse: bool, start_s: int) -> str:
-        return f"{self.tag(kind, name)}:{'h' if coarse else 'm'}:{start_s}"
+        return self.bucket_keys(kind, name, coarse, [start_s])[0]
+
+    def bucket_keys(self, kind: str, name: str, coarse: bool, starts: Iterable[int]) -> list[str]:
+        tag = self.tag(kind, name)  # hashed once per subject, not per bucket
+        return [bucket_key_in(tag, coarse, start) for start in starts]
+
+    def window_keys(self, kind: str, name: str, window_s: int, now_ms: int) -> list[str]:
+        """The bucket keys whose sum is the window ending now: those of `buckets`, except that a fine
+        window covering the whole current hour so far reads that hour's bucket instead of its minutes
+        (an hour's bucket is the sum of its minutes, which hold every event of the last fine horizon).
+        That bucket also holds events stamped up to --bucket-seconds ahead of now, which the minutes
+        count once their minute begins."""
+        coarse, _, starts = self.buckets(window_s, now_ms)
+        hour = now_ms // 1000 // COARSE_SECONDS * COARSE_SECONDS
+        if coarse or starts[-1] > hour:
+            return self.bucket_keys(kind, name, coarse, starts)
+        return [self.bucket_key(kind, name, True, hour), *self.bucket_keys(kind, name, False, (s for s in starts if s < hour))]
 
     def rank_key(self, kind: str, label: str, hour_start_s: int) -> str:
         return f"{self._rank_tag(kind, label)}:{hour_start_s}"
@@ -298,20 +319,19 @@ class CounterStore:
         calls = []
         ranked_subjects: list[tuple[str, str, list[int]]] = []  # (kind, name, bucket start per bucket index)
         for (kind, name), items in by_subject.items():
-            buckets: dict[str, int] = {}
+            buckets: dict[tuple[bool, int], int] = {}  # (coarse, start) -> bucket index (1-based)
             expire_at: list[int] = []
             starts: list[int] = []
 
             def bucket_index(coarse: bool, ts_ms: int) -> int:
                 size = COARSE_SECONDS if coarse else layout.bucket_seconds
                 start = ts_ms // 1000 // size * size
-                key = layout.bucket_key(kind, name, coarse, start)
-                if key not in buckets:
-                    buckets[key] = len(buckets) + 1
+                if (coarse, start) not in buckets:
+                    buckets[(coarse, start)] = len(buckets) + 1
                     starts.append(start)
                     retention = layout.longest if coarse else layout.fine_horizon
                     expire_at.append(start + size + retention + size)
-                return buckets[key]
+                return buckets[(coarse, start)]
 
             fields = _sum_fields(items)
             args: list = []
@@ -321,7 +341,8 @@ class CounterStore:
                          bucket_index(False, inc.ts_ms) if fine else 0, bucket_index(True, inc.ts_ms),
                          *_sum_values(inc.probs, fields)]
             ranked_subjects.append((kind, name, starts))
-            calls.append(([layout.fence_key(kind, name), *buckets], [name, layout.longest + COARSE_SECONDS, len(fields),
+            tag = layout.tag(kind, name)
+            calls.append(([f"{tag}:f", *(bucket_key_in(tag, *bucket) for bucket in buckets)], [name, layout.longest + COARSE_SECONDS, len(fields),
                                                                      *fields, *expire_at, *args]))
         subject_calls = len(calls)
         calls += self._rate_calls(rated, now_ms)
@@ -382,10 +403,7 @@ class CounterStore:
         Windows up to the fine horizon use fine buckets (resolution --bucket-seconds);
         longer windows sum whole event-time hours, the current one included.
         """
-        calls = []
-        for kind, name, window_s in requests:
-            coarse, _, starts = self.layout.buckets(window_s, now_ms)
-            calls.append(([self.layout.bucket_key(kind, name, coarse, start) for start in starts], []))
+        calls = [(self.layout.window_keys(kind, name, window_s, now_ms), []) for kind, name, window_s in requests]
         out = []
         for names, values in self._reads.run(self._window, calls) if calls else []:
             stats = WindowStats()
@@ -408,7 +426,7 @@ class CounterStore:
         for kind, name, window_s in requests:
             coarse, size, starts = self.layout.buckets(window_s, now_ms)
             starts.reverse()
-            span = [(start, self.layout.bucket_key(kind, name, coarse, start)) for start in starts]
+            span = list(zip(starts, self.layout.bucket_keys(kind, name, coarse, starts)))
             keys.update((key, WindowStats()) for _, key in span)
             spans.append((size, span))
         pipe = self.client.pipeline(transaction=False)

@@ -260,3 +260,14 @@ def test_window_sums_read_in_redis_equal_the_buckets_they_sum(redis_prefix):
     day = store.window_stats_many([("query", "q", 86400)], now)[0]
     assert day.counts == {"negative": 8, "positive": 4} and day.tallies["english:v2"].n == 6
     assert store.window_stats_many([("query", "none", 3600)], now)[0].tallies == {}
+
+
+def test_a_fine_window_reads_the_current_hour_whole_and_the_minutes_before_it():
+    layout = CounterLayout("p")
+    hour = 1_700_000_000 // 3600 * 3600
+    now = (hour + 20 * 60 + 5) * 1000  # 20 minutes into the hour
+    keys = layout.window_keys("query", "q", 3600, now)
+    assert keys[0] == layout.bucket_key("query", "q", True, hour)
+    assert keys[1:] == layout.bucket_keys("query", "q", False, [hour - 60 * m for m in range(1, 40)])  # 39 + 21 minutes
+    assert layout.window_keys("query", "q", 300, now) == layout.bucket_keys("query", "q", False, [hour + 60 * m for m in range(20, 15, -1)])
+    assert layout.window_keys("query", "q", 86400, now) == layout.bucket_keys("query", "q", True, [hour - 3600 * h for h in range(24)])
