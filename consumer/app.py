@@ -280,8 +280,9 @@ class StreamProcessor:
         code = 0
         try:
             while not self.stopping:
-                messages = self.source.poll_batch(m.batch_size, m.max_wait_ms / 1000)
-                decoded = self.validator.decode(messages, self.source.epochs) if messages else None
+                # Fill the next batch while the model runs this one; stop filling once it is labelled.
+                messages, epochs = self.source.poll_batch(m.batch_size, m.max_wait_ms / 1000, self.inference.labelled)
+                decoded = self.validator.decode(messages, epochs) if messages else None
                 if decoded and not self.first_batch_logged:
                     self.first_batch_logged = True
                     log.info("first batch polled", extra={"size": decoded.size, "epoch_ms": decoded.received_ms})

@@ -29,6 +29,7 @@ Redis write or commit is ever in progress when a partition moves):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -38,6 +39,9 @@ from .span import Span
 
 log = logging.getLogger("consumer.source")
 TP = tuple[str, int]
+# How long one consume call may block while a batch fills: how soon a labelled batch that became
+# ready meanwhile is delivered.
+POLL_SLICE_S = 0.005
 
 
 class KafkaSource:
@@ -93,8 +97,28 @@ class KafkaSource:
             self.on_commit_failed(failed)
 
     # -- polling ------------------------------------------------------------------------------
-    def poll_batch(self, size: int, timeout_s: float) -> list:
-        return [msg for msg in self.consumer.consume(num_messages=size, timeout=timeout_s) if self._usable(msg)]
+    def poll_batch(self, size: int, timeout_s: float, enough: Callable[[], bool] = lambda: False) -> tuple[list, dict[TP, int]]:
+        """Up to `size` messages within `timeout_s`, and the epoch each partition had when its first
+        message of the batch was polled (what the batch's span must record).
+
+        Polls in short slices and stops early once `enough()` holds (the loop has a labelled batch
+        to deliver: waiting on to fill this one would only delay that one). A rebalance served in
+        a later slice leaves the earlier messages with their own, older epochs, so a partition
+        revoked mid-batch makes the batch stale, exactly as one served after the poll does.
+        """
+        deadline = time.monotonic() + timeout_s
+        messages: list = []
+        epochs: dict[TP, int] = {}
+        while True:
+            stop = enough()
+            wait = 0.0 if stop else min(POLL_SLICE_S, max(0.0, deadline - time.monotonic()))
+            for msg in self.consumer.consume(num_messages=size - len(messages), timeout=wait):
+                if self._usable(msg):
+                    tp = (msg.topic(), msg.partition())
+                    epochs.setdefault(tp, self.epochs.get(tp, -1))
+                    messages.append(msg)
+            if stop or len(messages) >= size or time.monotonic() >= deadline:
+                return messages, epochs
 
     def _usable(self, msg) -> bool:
         error = msg.error()

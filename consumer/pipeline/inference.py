@@ -42,6 +42,10 @@ class InferenceStage:
         self.pass_started: float | None = None  # when the pass the worker runs now began (monotonic)
         self.hung = False  # a pass never returned: its thread cannot be joined
 
+    def labelled(self) -> bool:
+        """A batch is in flight and its pass has returned: `result` will not wait."""
+        return self.in_flight is not None and self.in_flight[0].done()
+
     def submit(self, decoded: DecodedBatch | None) -> None:
         self.in_flight = (self.thread.submit(self._label, decoded), decoded) if decoded else None
 
