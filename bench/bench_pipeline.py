@@ -9,8 +9,11 @@ built-in corpora), same machine:
   (d) latency from produce to labelled output at ~50% and ~90% of (b)'s throughput
   (e) inference cache: a Zipf-repeating stream with the cache on and off
   (f) the spike detector's cost: (b) again with --alerts false
-  (g) model-only with dynamic int8 quantization (CPU)
-Writes bench/results/latest.json and prints one table.
+  (g) where the CPU goes at full load: CPU time per event of the model-only loop, of the consumer
+      process during (b), and of the local Redis server and Kafka broker (those run on the same
+      cores here, so every millisecond they spend is one the model does not get)
+Writes bench/results/latest.json and prints one table. The backends (torch, ONNX Runtime fp32
+and int8) are compared in bench_backends.py.
 """
 
 from __future__ import annotations
@@ -41,6 +44,54 @@ from trainer.corpora import read_builtin  # noqa: E402
 BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 QUERIES = [f"query {i}" for i in range(200)]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process, all its threads; None when it is not on this machine."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def service_pids() -> dict[str, int | None]:
+    """The local Redis server (its INFO names it) and Kafka broker (the pid services.sh wrote), when they run here."""
+    import redis
+
+    try:
+        redis_pid = int(redis.Redis.from_url(REDIS_URL).info("server")["process_id"])
+    except (redis.RedisError, KeyError, ValueError):
+        redis_pid = None
+    try:
+        kafka_pid = int((ROOT / ".cache" / "services" / "kafka" / "kafka.pid").read_text())
+    except (OSError, ValueError):
+        kafka_pid = None
+    local = {"redis": "redis-server", "kafka": "kafka"}
+    pids = {"redis": redis_pid, "kafka": kafka_pid}
+    for name, pid in pids.items():  # a pid file left from another run may name some other process
+        try:
+            if local[name] not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                pids[name] = None
+        except (OSError, TypeError):
+            pids[name] = None
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds spent by the consumer process, Redis and Kafka between start() and per_event()."""
+
+    def __init__(self, consumer_pid: int) -> None:
+        self.pids = {"consumer": consumer_pid, **service_pids()}
+        self.started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def per_event_ms(self, events: int) -> dict[str, float | None]:
+        out = {}
+        for name, pid in self.pids.items():
+            now, then = cpu_seconds(pid), self.started[name]
+            out[name] = round((now - then) * 1000 / events, 3) if now is not None and then is not None else None
+        return out
 
 
 def corpus_texts(seed: int = 1) -> list[str]:
@@ -141,30 +192,35 @@ def backlog_run(name: str, checkpoint: str, args, values: list[bytes], extra: li
         run.produce(values)
         run.start()
         first = run.wait_logged("first batch polled")["epoch_ms"] / 1000
+        cpu = CpuMeter(run.proc.pid)
         while run.committed() < len(values):
             if run.proc.poll() is not None:
                 raise RuntimeError(f"consumer exited; see {run.log_path}")
             time.sleep(0.2)
         seconds = time.time() - first
-        return {"events": len(values), "seconds": round(seconds, 2), "eps": round(len(values) / seconds, 1), "rss_mb": round(run.rss_mb(), 1)}
+        return {"events": len(values), "seconds": round(seconds, 2), "eps": round(len(values) / seconds, 1), "rss_mb": round(run.rss_mb(), 1),
+                "cpu_ms_per_event": cpu.per_event_ms(len(values))}
     finally:
         run.stop()
 
 
-def model_only(checkpoint: str, texts: list[str], batch_size: int, quantize: str = "none", backend: str = "auto") -> dict:
+def model_only(checkpoint: str, texts: list[str], batch_size: int, quantize: str | None = None, backend: str = "auto") -> dict:
+    """Tokenize + forward + decide in a tight loop, with the consumer's defaults unless `quantize` names a variant."""
     from consumer.model.classifier import SentimentClassifier
 
-    model = SentimentClassifier(checkpoint, "cpu" if quantize == "int8" else "auto", cache_size=0, quantize=quantize, backend=backend)
+    variant = {} if quantize is None else {"quantize": quantize}
+    model = SentimentClassifier(checkpoint, "cpu" if quantize == "int8" else "auto", cache_size=0, backend=backend, **variant)
     model.classify(texts[:batch_size])  # warm-up
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for i in range(0, len(texts), batch_size):
         model.classify(texts[i : i + batch_size])
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     started = time.perf_counter()
     for i in range(0, 20 * batch_size, batch_size):
         model.classify(texts[i : i + batch_size])
     per_batch_ms = (time.perf_counter() - started) / 20 * 1000
     return {"eps": round(len(texts) / seconds, 1), "seconds": round(seconds, 2), "batch_forward_ms": round(per_batch_ms, 1),
+            "cpu_ms_per_event": round(cpu * 1000 / len(texts), 3),
             "device": str(model.device), "runs": model.runner.detail, "version": model.version}
 
 
@@ -300,9 +356,6 @@ def main() -> int:
     print(f"(f) end-to-end without the spike detector, {args.events} events ...", flush=True)
     no_alerts = backlog_run("e2e-noalerts", checkpoint, args, events(texts[: args.events], "e2e"), ["--alerts", "false"])
 
-    print("(g) model-only, int8 dynamic quantization ...", flush=True)
-    int8 = model_only(checkpoint, texts[: args.model_only_events], args.batch_size, "int8")
-
     result = {
         "model_only_eps": m["eps"], "end_to_end_eps": e2e["eps"], "naive_eps": nv["eps"],
         "ratio_e2e_vs_model_only": round(e2e["eps"] / m["eps"], 3), "ratio_e2e_vs_naive": round(e2e["eps"] / nv["eps"], 2),
@@ -316,7 +369,7 @@ def main() -> int:
                        "cache_off_eps": uncached["eps"], "speedup": round(cached["eps"] / uncached["eps"], 2)},
         "alerts_cost": {"alerts_on_eps": e2e["eps"], "alerts_off_eps": no_alerts["eps"],
                         "throughput_cost": round(1 - e2e["eps"] / no_alerts["eps"], 3)},
-        "model_only_int8_eps": int8["eps"],
+        "cpu_ms_per_event": {"model_only": m["cpu_ms_per_event"], **e2e["cpu_ms_per_event"]},
         "bench_seconds": round(time.monotonic() - started, 1), "python": platform.python_version(),
     }
     (ROOT / "bench" / "results" / "latest.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
@@ -331,15 +384,22 @@ def main() -> int:
         ("p99 bound: max_wait + 3 x batch forward", f"{result['latency_bound_ms']:.0f} ms"),
         ("consumer peak RSS", f"{e2e['rss_mb']:.0f} MB"),
         (f"Zipf stream ({unique_share:.0%} unique): cache on / off", f"{cached['eps']:.0f} / {uncached['eps']:.0f} ev/s"),
-        ("model-only int8 (dynamic quantization)", f"{int8['eps']:.0f} ev/s"),
         ("end-to-end with / without spike detector", f"{e2e['eps']:.0f} / {no_alerts['eps']:.0f} ev/s"),
     ]
     print(f"\n{'measurement':<52}{'result':>24}")
     for name, value in rows:
         print(f"{name:<52}{value:>24}")
+    cpu = result["cpu_ms_per_event"]
+    print(f"\n(g) CPU ms per event at full load: model-only loop {_ms(cpu['model_only'])}; during (b): consumer "
+          f"{_ms(cpu['consumer'])} (of which beyond the model {_ms(cpu['consumer'] - cpu['model_only'])}), "
+          f"Redis {_ms(cpu['redis'])}, Kafka broker {_ms(cpu['kafka'])}")
     print(f"\n{result['device']} ({result['runs']}), {result['cpu_model']}, batch {args.batch_size}, "
           f"max wait {args.max_wait_ms} ms, checkpoint {m['version']}; {result['bench_seconds']:.0f} s in all")
     return 0
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"  # a service not running on this machine has no figure
 
 
 def _cpu_model() -> str:
