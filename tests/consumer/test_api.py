@@ -145,3 +145,70 @@ def test_cli_stats_and_top(known_data):
     assert [r["query"] for r in orjson.loads(top.stdout)["results"]] == ["蓝牙耳机"]
     bad = cli("top", "--window", "1fortnight")
     assert bad.returncode == 2 and bad.stderr.startswith("error: window '1fortnight'") and "Traceback" not in bad.stderr
+
+
+def test_counter_replies_are_shared_for_their_lifetime_and_bad_ones_never(known_data):
+    import redis
+
+    from consumer.api import ReadAPI
+    from consumer.state.rates import RateStore
+
+    store = CounterStore(redis.Redis.from_url(REDIS_URL), CounterLayout(known_data))
+    alerts = AlertStore(store.client, store.layout, 90000)
+    shared, fresh = ReadAPI(store, RateStore(store), alerts, cache_s=600), ReadAPI(store, RateStore(store), alerts)
+    target = "/top?label=negative&window=1h&min_count=5&limit=10"
+    before = shared.route("GET", target).body
+    now = int(time.time() * 1000)
+    store.apply([Increment("query", "usb c cable", "t", 1, o, now - MINUTE, "negative") for o in range(20)], now)
+    assert shared.route("GET", target).body == before  # within its lifetime: the reply every client shares
+    assert fresh.route("GET", target).body != before  # what Redis says now
+    rows = orjson.loads(shared.route("GET", target + "&kind=query").body)["results"]  # another URL
+    assert {r["query"]: r["count"] for r in rows}["usb c cable"] == 21
+    assert shared.route("GET", "/top?limit=0").status == 400
+    assert len(shared._replies._entries) == 2 and "/top?limit=0" not in shared._replies._entries
+
+
+def test_shared_replies_expire_are_bounded_and_computed_once_for_concurrent_callers():
+    import threading
+
+    from consumer.api import Reply, SharedReplies
+
+    clock = [0.0]
+    computed: list[str] = []
+
+    def compute(key: str, status: int = 200):
+        def run() -> Reply:
+            computed.append(key)
+            return Reply(status, key.encode())
+        return run
+
+    replies = SharedReplies(2.0, max_entries=2, clock=lambda: clock[0])
+    assert replies.get("a", compute("a")).body == b"a"
+    clock[0] = 1.9
+    replies.get("a", compute("a"))
+    assert computed == ["a"]
+    clock[0] = 2.0  # expired: computed again
+    replies.get("a", compute("a"))
+    replies.get("b", compute("b"))
+    replies.get("c", compute("c"))  # over max_entries: "a", computed least recently, is dropped
+    replies.get("a", compute("a"))
+    assert computed == ["a", "a", "b", "c", "a"]
+
+    gate = threading.Event()
+    slow_calls: list[int] = []
+
+    def slow() -> Reply:
+        slow_calls.append(1)
+        gate.wait(10)
+        return Reply(200, b"slow")
+
+    threads = [threading.Thread(target=lambda: replies.get("slow", slow)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    while not slow_calls:
+        time.sleep(0.01)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert slow_calls == [1]  # the others waited for the one computation and shared it
+    assert SharedReplies(0.0).get("x", compute("x")) is not SharedReplies(0.0).get("x", compute("x"))  # 0: never shared
