@@ -1,13 +1,16 @@
 """A checkpoint ready to run on one backend: its manifest, labels, tokenizer and forward pass.
 
 `torch` runs the safetensors weights (CPU fp32, optional dynamic int8; CUDA with resident
-half-precision weights). `onnxruntime` runs the checkpoint's ONNX graph (fp32, or int8
-with `quantize="int8"`) on the CPU and never imports torch. `auto` picks onnxruntime on
-a CPU-only machine and torch where there is a GPU (bench/bench_backends.py measured why).
+half-precision weights). `onnxruntime` runs the checkpoint's ONNX graph (int8 or fp32) on
+the CPU and never imports torch. `auto` picks onnxruntime on a CPU-only machine and torch
+where there is a GPU (bench/bench_backends.py measured why); quantize `auto` is int8 on
+onnxruntime and none on torch. An ONNX graph is served with the calibration, decision rule
+and rates fitted on its own outputs when its listing has them (model_runtime/fitted.py).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -20,12 +23,17 @@ import numpy as np
 
 from schemas.checkpoint import CheckpointError, resolve_checkpoint
 
+from .fitted import has_own_fit, served_with
 from .inference import encode
+from .loading import QUANTIZE_CHOICES
 
 if TYPE_CHECKING:
     from .onnx_backend import OnnxListing
 
+log = logging.getLogger("model_runtime")
+
 BACKENDS = ("auto", "torch", "onnxruntime")
+QUANTIZE = ("auto", *QUANTIZE_CHOICES)
 DEFAULT_ONNX_CACHE_DIR = ".cache/onnx"
 
 
@@ -45,6 +53,15 @@ def choose_backend(backend: str, device: str) -> str:
     return backend
 
 
+def choose_quantize(quantize: str, backend: str) -> str:
+    """`auto`: the int8 graph on onnxruntime (its own calibration makes it the served model), none on torch."""
+    if quantize not in QUANTIZE:
+        raise CheckpointError(f"unknown quantization {quantize!r}; use one of {', '.join(QUANTIZE)}")
+    if quantize == "auto":
+        return "int8" if backend == "onnxruntime" else "none"
+    return quantize
+
+
 @dataclass
 class Runner:
     manifest: dict[str, Any]
@@ -52,6 +69,7 @@ class Runner:
     tokenizer: Any
     forward_ids: Callable[[Sequence[list[int]]], np.ndarray]  # pre-tokenized texts -> probabilities, input order
     detail: str  # what runs: "torch fp32", "onnxruntime model.int8.onnx", ...
+    fitted: dict[str, Any]  # the manifest with what this model is served with: its own calibration, decision rule, rates
 
     @property
     def labels(self) -> list[str]:
@@ -67,10 +85,11 @@ class Runner:
         return self.forward_ids(ids), truncated
 
 
-def open_runner(checkpoint: str | Path, *, backend: str = "auto", device: str = "auto", quantize: str = "none",
+def open_runner(checkpoint: str | Path, *, backend: str = "auto", device: str = "auto", quantize: str = "auto",
                 threads: int = 0, batch_size: int = 0, onnx_cache_dir: str = DEFAULT_ONNX_CACHE_DIR) -> Runner:
     """Load `checkpoint` for `backend`; `batch_size` texts per forward pass (0 = 16 on CPU, 512 on CUDA)."""
     chosen = choose_backend(backend, device)
+    quantize = choose_quantize(quantize, chosen)
     if chosen == "onnxruntime":
         return _onnx_runner(Path(checkpoint), quantize, threads, batch_size or 16, Path(onnx_cache_dir))
     return _torch_runner(checkpoint, device, quantize, threads, batch_size)
@@ -104,21 +123,36 @@ def _torch_runner(checkpoint, device: str, quantize: str, threads: int, batch_si
         return forward_sorted(loaded.model, loaded.tokenizer, ids, batch_size=size, device=loaded.device, pin_memory=on_cuda)
 
     precision = str(next(loaded.model.parameters()).dtype).removeprefix("torch.") if on_cuda else ("int8" if quantize == "int8" else "fp32")
-    return Runner(loaded.manifest, str(loaded.device), loaded.tokenizer, forward_ids, f"torch {precision}")
+    return Runner(loaded.manifest, str(loaded.device), loaded.tokenizer, forward_ids, f"torch {precision}", loaded.manifest)
 
 
 def _onnx_runner(checkpoint: Path, quantize: str, threads: int, batch_size: int, cache_dir: Path) -> Runner:
-    from .onnx_backend import CheckpointTokenizer, OnnxModel, onnx_listing
+    from .onnx_backend import onnx_listing
 
     path, manifest = resolve_checkpoint(checkpoint)  # graphs and tokenizer from this version's directory only
     found = onnx_listing(path, manifest, cache_dir) or _export_to_cache(path, manifest["version"], cache_dir)
+    runner = graph_runner(path, manifest, found, quantize, threads, batch_size)
+    if not has_own_fit(found.listing["files"][quantize]):
+        log.warning("%s (listed in %s) has no calibration of its own (exported after publishing, or by an older trainer): "
+                    "serving it with the temperature, decision rule and rates fitted on the torch model",
+                    runner.detail.removeprefix("onnxruntime "), found.listed_in)
+    return runner
+
+
+def graph_runner(path: Path, manifest: dict[str, Any], found: OnnxListing, quantize: str, threads: int = 0,
+                 batch_size: int = 16) -> Runner:
+    """The onnxruntime runner of one graph of `found`, with the tokenizer in `path`: the consumer's, and the
+    trainer's on the graphs it has just exported (before their own calibration is in any manifest)."""
+    from .onnx_backend import CheckpointTokenizer, OnnxModel
+
     model = OnnxModel(found, quantize, threads, len(manifest["labels"]))
     tokenizer = CheckpointTokenizer(path)
 
     def forward_ids(ids):
         return model.forward_sorted(ids, tokenizer.pad_id, batch_size)
 
-    return Runner(manifest, "cpu", tokenizer, forward_ids, f"onnxruntime {model.file}")
+    fitted = served_with(manifest, found.listing["files"][quantize])
+    return Runner(manifest, "cpu", tokenizer, forward_ids, f"onnxruntime {model.file}", fitted)
 
 
 def _export_to_cache(checkpoint: Path, version: str, cache_dir: Path) -> OnnxListing:

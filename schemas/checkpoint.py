@@ -22,6 +22,7 @@ MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "model.safetensors"
 # ONNX graphs of the classifier by quantization, listed with checksums in the manifest's
 # `onnx` entry (or, for a checkpoint exported after publishing, in ONNX_LISTING beside them).
+# A graph's manifest entry also holds what it is served with (model_runtime/fitted.py).
 ONNX_FILES = {"none": "model.onnx", "int8": "model.int8.onnx"}
 ONNX_LISTING = "onnx.json"
 # Manifest field: {WEIGHTS_FILE: {"sha256": hex, "bytes": size}}, recorded by trainer/publish.py.

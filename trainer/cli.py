@@ -31,7 +31,7 @@ class EvaluateArguments:
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     batch_size: int = field(default=128, metadata={"help": "inference batch size"})
     backend: str = field(default="torch", metadata={"help": "torch, or onnxruntime (the checkpoint's ONNX graph, CPU), as the consumer's --backend runs it", "choices": ["torch", "onnxruntime"]})
-    quantize: str = field(default="none", metadata={"help": "int8: score the int8 model (CPU), as the consumer's --quantize int8 runs it with the same --backend", "choices": ["none", "int8"]})
+    quantize: str = field(default="auto", metadata={"help": "as the consumer's --quantize runs it with the same --backend: auto = int8 on onnxruntime, none on torch; an ONNX graph is scored with its own calibration and decision rule", "choices": ["auto", "none", "int8"]})
     negative_max_rating: int = field(default=2, metadata={"help": "ratings up to this many stars are negative"})
     positive_min_rating: int = field(default=4, metadata={"help": "ratings from this many stars are positive"})
     max_examples: int = field(default=0, metadata={"help": "cap on evaluated examples, sampled per source (0 = all)"})

