@@ -67,7 +67,7 @@ class ModelSettings:
     multilingual_checkpoint: str = field(default="", metadata={"help": "checkpoint that reads Chinese (and mixed text); when set, each event goes to it unless its locale is en or, without a locale, its letters are Latin"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     batch_size: int = field(default=64, metadata={"help": "most events per micro-batch"})
-    max_wait_ms: int = field(default=100, metadata={"help": "longest wait to fill a micro-batch"})
+    max_wait_ms: int = field(default=100, metadata={"help": "longest wait to fill a micro-batch; filling stops sooner once the model has labelled the batch before it"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = one per core)"})
     inference_batch_size: int = field(default=0, metadata={"help": "texts per forward pass after length sorting (0 = 16 on CPU, where small sorted sub-batches pad least; 512 on CUDA)"})
     backend: str = field(default="auto", metadata={"help": "torch, or onnxruntime (CPU only, the checkpoint's ONNX graph; the process never imports torch); auto = onnxruntime on a CPU-only machine, torch where there is a GPU", "choices": ["auto", "torch", "onnxruntime"]})
