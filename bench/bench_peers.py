@@ -265,8 +265,9 @@ def main() -> int:
         print(f"    {results['consumer']['eps']} events/s, peak RSS {results['consumer']['peak_rss_mb']} MB", flush=True)
     finally:
         outputs.close()
-        run.stop()
-        delete_leftovers(run.admin, run.id)
+        if run.proc is not None:  # Run.stop closes the log start() opens
+            run.stop()
+        delete_leftovers(run.admin, run.id)  # every topic of the run, Run's own included
 
     consumer = results["consumer"]
     ratios = {mode: {"throughput": round(consumer["eps"] / results[mode]["eps"], 2),
@@ -278,7 +279,8 @@ def main() -> int:
               "consumer_settings": {"batch_size": defaults.batch_size, "max_wait_ms": defaults.max_wait_ms,
                                     "backend": defaults.backend, "quantize": defaults.quantize},
               "checkpoint_version": read_manifest(checkpoint)["version"], "peer_versions": peer_versions,
-              "load_average_at_start": [round(x, 2) for x in load], "cpu_model": _cpu_model(), "cpus": os.cpu_count(),
+              "load_average_at_start": [round(x, 2) for x in load], "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+              "cpu_model": _cpu_model(), "cpus": os.cpu_count(),
               "bench_seconds": round(time.monotonic() - started, 1), "python": platform.python_version()}
     (RESULTS / "peers.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
 
@@ -292,7 +294,8 @@ def main() -> int:
               f"{r['memory']:>9.2f}x{'<= 1x':>9}{'yes' if r['met'] else 'no':>6}")
     print(f"\n{n} events, checkpoint {report['checkpoint_version']} (max_length {args.max_length} for all), "
           f"quixstreams {peer_versions['quixstreams']}, torch {peer_versions['torch']}, {report['cpu_model']}; "
-          f"load {load[0]:.2f} at start; {report['bench_seconds']:.0f} s in all")
+          f"load average {load[0]:.2f} at start, {report['load_average_at_end'][0]:.2f} at end (CPUs shared); "
+          f"{report['bench_seconds']:.0f} s in all")
     return 0
 
 
