@@ -17,6 +17,7 @@ share interval can include the rates' own uncertainty.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -53,11 +54,17 @@ class Rates:
     def examples(self) -> int:
         return int(sum(self.support))
 
-    @property
+    # Cached: a read of /top estimates hundreds of subjects with the same few Rates.
+    @cached_property
     def present(self) -> list[int]:
         """The true labels the rates have examples of. A domain without one (a binary corpus, a shop
         without 3-star reviews) is solved over the others: its share of the missing label is taken as 0."""
         return [k for k, n in enumerate(self.support) if n > 0]
+
+    @cached_property
+    def solver(self) -> np.ndarray:
+        """The least-squares inverse of the present rows' mean probabilities: π = solver · q (pacc)."""
+        return np.linalg.pinv(self.mean_probs[self.present].T)
 
     def usable(self) -> bool:
         """Invertible for the negative share: a classifier barely better than chance cannot be corrected."""

@@ -113,12 +113,12 @@ class ShareEstimate:
                            for model, e, rates in self.versions]}
 
 
-def pacc(q: np.ndarray, mean_probs: np.ndarray) -> np.ndarray:
-    """Label shares π solving q = Mᵀ π (least squares), clipped to [0, 1] and renormalised."""
-    shares, *_ = np.linalg.lstsq(mean_probs.T, q, rcond=None)
-    shares = np.clip(shares, 0.0, 1.0)
+def pacc(q: np.ndarray, solver: np.ndarray) -> np.ndarray:
+    """Label shares π solving q = Mᵀ π (least squares: `solver` is Mᵀ's pseudo-inverse, Rates.solver),
+    clipped to [0, 1] and renormalised."""
+    shares = np.clip(solver @ q, 0.0, 1.0)
     total = shares.sum()
-    return shares / total if total > 0 else np.full(len(mean_probs), 1 / len(mean_probs))
+    return shares / total if total > 0 else np.full(len(shares), 1 / len(shares))
 
 
 def estimate_version(tally: Tally, rates: Rates | None) -> VersionEstimate:
@@ -135,7 +135,7 @@ def estimate_version(tally: Tally, rates: Rates | None) -> VersionEstimate:
     means = np.array([tally.prob_sums.get(label, 0.0) / n for label in labels])
     rows = rates.present  # true labels with examples: only those can be solved for
     m = rates.mean_probs[rows]
-    shares = pacc(means / max(means.sum(), 1e-12), m)
+    shares = pacc(means / max(means.sum(), 1e-12), rates.solver)
     i, neg = rows.index(labels.index(NEGATIVE)), labels.index(NEGATIVE)
     others = [k for k in range(len(rows)) if k != i]
     weights = shares[others] if shares[others].sum() > 0 else np.ones(len(others))

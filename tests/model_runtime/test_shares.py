@@ -207,5 +207,5 @@ def test_stream_rates_are_chosen_once_every_label_has_enough():
 
 def test_pacc_solution_is_clipped_and_renormalised():
     m = np.array([[0.8, 0.1, 0.1], [0.3, 0.4, 0.3], [0.1, 0.1, 0.8]])
-    shares = pacc(np.array([0.05, 0.1, 0.85]), m)  # below what even an all-positive stream gives for negative
+    shares = pacc(np.array([0.05, 0.1, 0.85]), np.linalg.pinv(m.T))  # below what even an all-positive stream gives for negative
     assert shares.min() >= 0 and shares.sum() == pytest.approx(1) and shares[0] == 0
