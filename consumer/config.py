@@ -69,7 +69,7 @@ class ModelSettings:
     batch_size: int = field(default=64, metadata={"help": "most events per micro-batch"})
     max_wait_ms: int = field(default=100, metadata={"help": "longest wait to fill a micro-batch; filling stops sooner once the model has labelled the batch before it"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = one per core)"})
-    inference_batch_size: int = field(default=0, metadata={"help": "texts per forward pass after length sorting (0 = 16 on CPU, where small sorted sub-batches pad least; 512 on CUDA)"})
+    inference_batch_size: int = field(default=0, metadata={"help": "texts per forward pass after length sorting (0 = 16 on CPU, where small sorted sub-batches pad least; one on the int8 ONNX graph, whose activation scales would otherwise make a text's label depend on its batch-mates; 512 on CUDA)"})
     backend: str = field(default="auto", metadata={"help": "torch, or onnxruntime (CPU only, the checkpoint's ONNX graph; the process never imports torch); auto = onnxruntime on a CPU-only machine, torch where there is a GPU", "choices": ["auto", "torch", "onnxruntime"]})
     quantize: str = field(default="auto", metadata={"help": "auto = int8 on the onnxruntime backend, none on torch; none = fp32. onnxruntime serves each graph with the temperature, decision rule and rates fitted on its own outputs; torch int8 quantizes the Linear layers dynamically (CPU only) and keeps the torch model's. trainer evaluate --backend B --quantize Q scores a choice", "choices": ["auto", "none", "int8"]})
     onnx_cache_dir: str = field(default=".cache/onnx", metadata={"help": "onnxruntime backend: where checkpoints published without ONNX graphs are exported once"})

@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("model_runtime")
 
 BACKENDS = ("auto", "torch", "onnxruntime")
+# Texts per forward pass on each ONNX graph. The int8 graph quantizes activations with one scale per
+# pass, so a text's probabilities would depend on the texts it shares a pass with (up to 0.10 apart
+# for the same text in two random batchings of 400, 1% of argmax labels flipped): one text per pass
+# makes its label its own, for about a fifth of int8's throughput. fp32 is batch-invariant.
+ONNX_BATCH_SIZE = {"none": 16, "int8": 1}
 QUANTIZE = ("auto", *QUANTIZE_CHOICES)
 DEFAULT_ONNX_CACHE_DIR = ".cache/onnx"
 
@@ -87,11 +92,12 @@ class Runner:
 
 def open_runner(checkpoint: str | Path, *, backend: str = "auto", device: str = "auto", quantize: str = "auto",
                 threads: int = 0, batch_size: int = 0, onnx_cache_dir: str = DEFAULT_ONNX_CACHE_DIR) -> Runner:
-    """Load `checkpoint` for `backend`; `batch_size` texts per forward pass (0 = 16 on CPU, 512 on CUDA)."""
+    """Load `checkpoint` for `backend`; `batch_size` texts per forward pass (0 = the backend's own: 512 on CUDA,
+    16 on the CPU, one on the int8 graph)."""
     chosen = choose_backend(backend, device)
     quantize = choose_quantize(quantize, chosen)
     if chosen == "onnxruntime":
-        return _onnx_runner(Path(checkpoint), quantize, threads, batch_size or 16, Path(onnx_cache_dir))
+        return _onnx_runner(Path(checkpoint), quantize, threads, batch_size, Path(onnx_cache_dir))
     return _torch_runner(checkpoint, device, quantize, threads, batch_size)
 
 
@@ -140,16 +146,17 @@ def _onnx_runner(checkpoint: Path, quantize: str, threads: int, batch_size: int,
 
 
 def graph_runner(path: Path, manifest: dict[str, Any], found: OnnxListing, quantize: str, threads: int = 0,
-                 batch_size: int = 16) -> Runner:
+                 batch_size: int = 0) -> Runner:
     """The onnxruntime runner of one graph of `found`, with the tokenizer in `path`: the consumer's, and the
     trainer's on the graphs it has just exported (before their own calibration is in any manifest)."""
     from .onnx_backend import CheckpointTokenizer, OnnxModel
 
     model = OnnxModel(found, quantize, threads, len(manifest["labels"]))
     tokenizer = CheckpointTokenizer(path)
+    size = batch_size or ONNX_BATCH_SIZE[quantize]
 
     def forward_ids(ids):
-        return model.forward_sorted(ids, tokenizer.pad_id, batch_size)
+        return model.forward_sorted(ids, tokenizer.pad_id, size)
 
     fitted = served_with(manifest, found.listing["files"][quantize])
     return Runner(manifest, "cpu", tokenizer, forward_ids, f"onnxruntime {model.file}", fitted)
