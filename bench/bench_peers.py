@@ -138,8 +138,9 @@ def check_labelled(name: str, outputs: Outputs, topic: str, expected_ids: set[st
 
 def figures(n: int, first_s: float, end_s: float, rss_mb: float, duplicates: int) -> dict:
     seconds = end_s - first_s
+    # The 1-minute load average as the peer finished: the CPUs are shared, and a busy minute slows the peer measured in it.
     return {"events": n, "seconds": round(seconds, 2), "eps": round(n / seconds, 1), "peak_rss_mb": round(rss_mb, 1),
-            "duplicates": duplicates}
+            "duplicates": duplicates, "load_average_1m": round(os.getloadavg()[0], 2)}
 
 
 def quix_peer(mode: str, run: Run, args: argparse.Namespace, checkpoint: str, max_length: int, outputs: Outputs,
@@ -284,10 +285,10 @@ def main() -> int:
               "bench_seconds": round(time.monotonic() - started, 1), "python": platform.python_version()}
     (RESULTS / "peers.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
 
-    print(f"\n{'peer':<36}{'events/s':>12}{'peak RSS':>12}")
+    print(f"\n{'peer':<36}{'events/s':>12}{'peak RSS':>12}{'load 1m':>10}")
     for label, key in (("Quix per-message", "per-message"), (f"Quix batched (window {args.window})", "batched"),
                        ("this consumer", "consumer")):
-        print(f"{label:<36}{results[key]['eps']:>12.0f}{results[key]['peak_rss_mb']:>9.0f} MB")
+        print(f"{label:<36}{results[key]['eps']:>12.0f}{results[key]['peak_rss_mb']:>9.0f} MB{results[key]['load_average_1m']:>10.2f}")
     print(f"\n{'this consumer vs':<36}{'throughput':>12}{'target':>9}{'memory':>10}{'target':>9}{'met':>6}")
     for mode, r in ratios.items():
         print(f"{'Quix ' + mode:<36}{r['throughput']:>11.2f}x{'>= ' + str(r['throughput_target']) + 'x':>9}"
