@@ -131,7 +131,7 @@ retrain: $(STAMP) services-up checkpoint-english  ## the learning loop (~12 min)
 # alone too, as make bench-<name>. The multilingual checkpoint is the full one when make checkpoint
 # built it, else the demo's quick one (said on screen; it changes the Chinese accuracy, not the speed).
 BENCH_CHECKPOINTS = --checkpoint checkpoints/latest --multilingual-checkpoint $(MULTILINGUAL_CHECKPOINT)
-BENCHES := validator pipeline scale shares alerts languages backends peers
+BENCHES := validator shares alerts scale languages backends pipeline peers
 
 bench: $(STAMP) services-up checkpoint-english checkpoint-multilingual-demo  ## every benchmark in one run (~40 min), then the targets table; results in bench/results/
 	@start=$$(date +%s); for name in $(BENCHES); do echo "== make bench-$$name"; $(MAKE) --no-print-directory bench-$$name || exit 1; done; \
