@@ -29,7 +29,7 @@ class EvaluateArguments:
         "metavar": "SOURCE"})
     report_dir: str = field(default="", metadata={"help": "also write report.json, confusion_matrix.png and reliability.png here"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    batch_size: int = field(default=128, metadata={"help": "inference batch size"})
+    batch_size: int = field(default=0, metadata={"help": "texts per forward pass (0 = the backend's own, as the consumer runs it: 16 on the CPU, one text on the int8 graph, whose probabilities depend on its batch-mates; 512 on CUDA)"})
     backend: str = field(default="torch", metadata={"help": "torch, or onnxruntime (the checkpoint's ONNX graph, CPU), as the consumer's --backend runs it", "choices": ["torch", "onnxruntime"]})
     quantize: str = field(default="auto", metadata={"help": "as the consumer's --quantize runs it with the same --backend: auto = int8 on onnxruntime, none on torch; an ONNX graph is scored with its own calibration and decision rule", "choices": ["auto", "none", "int8"]})
     negative_max_rating: int = field(default=2, metadata={"help": "ratings up to this many stars are negative"})
