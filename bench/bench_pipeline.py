@@ -131,6 +131,7 @@ class Run:
                     "--metrics-port", "0", "--log-level", "INFO", *(extra or [])]
         self.log_path = ROOT / "bench" / "results" / f"{self.id}.log"
         self.proc: subprocess.Popen | None = None
+        self.log = None  # opened by start(); stop() runs after a failed produce too
         self._offsets_client: Consumer | None = None
 
     def produce(self, values: list[bytes]) -> None:
@@ -175,7 +176,8 @@ class Run:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(60)
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
         if self._offsets_client is not None:
             self._offsets_client.close()
         for f in self.admin.delete_topics(list(self.topics.values())).values():
