@@ -133,7 +133,7 @@ retrain: $(STAMP) services-up checkpoint-english  ## the learning loop (~12 min)
 BENCH_CHECKPOINTS = --checkpoint checkpoints/latest --multilingual-checkpoint $(MULTILINGUAL_CHECKPOINT)
 BENCHES := validator shares alerts scale languages backends pipeline peers
 
-bench: $(STAMP) services-up checkpoint-english checkpoint-multilingual-demo  ## every benchmark in one run (~40 min), then the targets table; results in bench/results/
+bench: $(STAMP) services-up checkpoint-english checkpoint-multilingual-demo  ## every benchmark in one run (~30 min), then the targets table; results in bench/results/
 	@start=$$(date +%s); for name in $(BENCHES); do echo "== make bench-$$name"; $(MAKE) --no-print-directory bench-$$name || exit 1; done; \
 		$(PY) bench/bench_summary.py --seconds $$(( $$(date +%s) - start ))
 
