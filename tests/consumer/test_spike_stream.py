@@ -76,9 +76,13 @@ def test_a_model_swap_mid_stream_raises_no_alert(stream, tiny_checkpoint, tmp_pa
     v1 = orjson.loads((tiny_checkpoint / MANIFEST_FILE).read_bytes())
     copy_checkpoint(tiny_checkpoint, root / "v1", version="20261202T100000Z-v1")
     # v2: the same weights, flattened (temperature 20): every event's P(negative) moves toward 1/3, so
-    # every subject's mean probability jumps at the swap although nothing changed in the traffic.
-    copy_checkpoint(tiny_checkpoint, root / "v2", version="20261202T110000Z-v2",
-                    calibration={**v1.get("calibration", {}), "temperature": 20.0})
+    # every subject's mean probability jumps at the swap although nothing changed in the traffic. Set in
+    # every fit the manifest holds: the torch model's and each ONNX graph's own (the one served on CPU).
+    def flattened(fit: dict) -> dict:
+        return {**fit, "calibration": {**fit.get("calibration", {}), "temperature": 20.0}}
+
+    graphs = {"onnx": {**v1["onnx"], "files": {q: flattened(e) for q, e in v1["onnx"]["files"].items()}}} if "onnx" in v1 else {}
+    copy_checkpoint(tiny_checkpoint, root / "v2", version="20261202T110000Z-v2", calibration=flattened(v1)["calibration"], **graphs)
     point_latest(root, "v1")
     proc = stream["start"]("swap", extra=[*FLAGS, "--checkpoint", str(root / "latest"), "--reload-interval-s", "0.5"])
     pools, rng, now = pick_texts(tiny_checkpoint, confident=True), random.Random(12), int(time.time() * 1000)
