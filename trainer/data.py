@@ -131,8 +131,8 @@ def read_source(spec: str, cutoffs: RatingCutoffs) -> Iterator[SourceRow]:
     """Rows from `builtin:NAME` or a .jsonl/.csv/.tsv path."""
     if spec.startswith("builtin:"):
         name = spec.removeprefix("builtin:")
-        for text, label in read_builtin(name):
-            yield SourceRow(text, parse_label({"label": label}, cutoffs, spec), name)
+        for text, label, *split_key in read_builtin(name):
+            yield SourceRow(text, parse_label({"label": label}, cutoffs, spec), name, *split_key)
         return
     path = Path(spec)
     for row, where in _file_rows(path):

@@ -29,6 +29,7 @@ from .compare import compare, deployed_baseline, refusal, scores_by_source
 from .config import DataArguments, ModelArguments, TrainingArguments, recipe
 from .data import LABEL_NAMES, cap_per_source, rating_cutoffs, fingerprint, load_examples, split_examples
 from .errors import TrainerError
+from .evaluate import predictions
 from .fitting import Fit, accuracy_line, fit_and_score
 from .metrics import macro_f1
 from .publish import LATEST, ensure_writable, publish
@@ -45,10 +46,8 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of similar length: sort within shuffled mega-batches, then shuffle batches."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
+def _length_grouped_batches(order: list[int], lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Batches of similar length from an epoch's shuffled draw: sort within mega-batches, then shuffle batches."""
     mega = batch_size * 50
     batches = []
     for start in range(0, len(order), mega):
@@ -58,14 +57,73 @@ def _length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Ran
     return batches
 
 
-def _autocast_dtype(precision: str, device) -> Any:
+def _native_cpu_bf16() -> bool:
     import torch
 
-    if device.type != "cuda" or precision == "fp32":
+    # Private probes: absent on some builds, and then the CPU is taken to lack bf16.
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def _autocast_dtype(precision: str, device) -> Any:
+    """None for fp32; bf16 autocast on CPU only where the CPU computes bf16 natively (elsewhere it is slower)."""
+    import torch
+
+    if precision == "fp32":
         return None
+    if device.type != "cuda":
+        if precision == "fp16":
+            raise TrainerError("--precision fp16 needs a CUDA device; on the CPU use bf16 or fp32")
+        return torch.bfloat16 if precision == "bf16" or _native_cpu_bf16() else None
     if precision == "auto":
         return half_dtype(device)
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def _epoch_draw(examples: list, balance: str, source_weights: dict[str, float], rng: random.Random) -> list[int]:
+    """One epoch's training indices: every example once, shuffled; or, with source weights or balanced
+    sampling, as many draws with replacement, each example drawn in proportion to its source's weight
+    (and, balancing, inversely to its class's weighted mass, so every class is drawn equally often)."""
+    weights = [source_weights.get(e.source, 1.0) for e in examples]
+    if balance == "sampling":
+        mass = Counter()
+        for example, weight in zip(examples, weights):
+            mass[example.label] += weight
+        weights = [weight / mass[example.label] for example, weight in zip(examples, weights)]
+    if balance != "sampling" and not source_weights:
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        return order
+    return rng.choices(range(len(examples)), weights=weights, k=len(examples))
+
+
+def parse_source_weights(specs: list[str]) -> dict[str, float]:
+    weights = {}
+    for spec in (part for item in specs for part in item.split(",") if part):
+        name, _, value = spec.partition("=")
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = -1.0
+        if not name or not weight >= 0 or weight == float("inf"):
+            raise TrainerError(f"--source-weights {spec!r}: use NAME=WEIGHT with a weight >= 0, e.g. entity-sentiment=2")
+        weights[name.removeprefix("builtin:")] = weight
+    return weights
+
+
+def resolved_balance(balance: str, sources: list[str]) -> str:
+    if balance != "auto":
+        return balance
+    return "sampling" if any(source.startswith("kafka:") for source in sources) else "loss"
+
+
+def check_class_counts(train_labels: Counter, labels: list[str], minimum: int) -> None:
+    """One line naming every label with too few training examples."""
+    short = [f"{train_labels.get(name, 0)} {name}" for name in labels if train_labels.get(name, 0) < minimum]
+    if short:
+        raise TrainerError(f"the training split has only {', '.join(short)} example(s), fewer than --min-examples-per-class "
+                           f"{minimum} each: add labelled data (for a stream, more reviews of those ratings or a longer --since), "
+                           "or lower --min-examples-per-class")
 
 
 def _load_base(base_model: str, labels: list[str], dropout: float):
@@ -137,6 +195,10 @@ def _fit_graphs(directory: Path, listing: dict, manifest: dict, splits: dict, th
     return fits
 
 
+def _predicted(probs: np.ndarray, rows: list, labels: list[str], decision: dict) -> np.ndarray:
+    return predictions(probs, [e.label for e in rows], labels, decision).y_pred
+
+
 def _deployed(output_dir: str, compare_with: str) -> Path | None:
     """The checkpoint the candidate must not fall behind: --compare-with, else OUTPUT_DIR/latest if any."""
     if compare_with:
@@ -157,14 +219,20 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     TrainerError says so (unless `args.force`)."""
     import torch
     import torch.nn.functional as F
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_scheduler
 
     started = time.monotonic()
     ensure_writable(args.output_dir)
     deployed_dir = _deployed(args.output_dir, args.compare_with)
     splits, cleaning, stream = prepare_data(data_args, kafka or KafkaConnection())
     fingerprints = {name: fingerprint(rows) for name, rows in splits.items()}
-    hyperparameters = recipe(model_args, data_args, args)
+    device = pick_device(args.device)
+    autocast_dtype = _autocast_dtype(args.precision, device)
+    source_weights = parse_source_weights(data_args.source_weights)
+    balance = resolved_balance(args.balance, data_args.data)
+    # What autocast resolved to, and the balance auto chose, change the weights: they are part of the recipe.
+    hyperparameters = {**recipe(model_args, data_args, args), "balance": balance,
+                       "compute_precision": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32"}
     recipe_hash = _recipe_hash(hyperparameters, fingerprints)
     if args.reuse and (existing := _reusable(args.output_dir, recipe_hash)):
         log.info("reusing %s: same recipe and data", existing)
@@ -174,12 +242,19 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     labels = [name for name in LABEL_NAMES if name in {e.label for rows in splits.values() for e in rows}]
     if "negative" not in labels or "positive" not in labels:
         raise TrainerError(f"training data must contain negative and positive examples, has {sorted(train_labels)}")
+    check_class_counts(train_labels, labels, data_args.min_examples_per_class)
+    if not 0.5 <= args.gate_confidence < 1:
+        raise TrainerError(f"--gate-confidence {args.gate_confidence}: use a value in [0.5, 1)")
+    if not 0 <= args.label_smoothing < 1:
+        raise TrainerError(f"--label-smoothing {args.label_smoothing}: use a value in [0, 1)")
+    if unknown := set(source_weights) - {e.source for e in splits["train"]}:
+        raise TrainerError(f"--source-weights names {', '.join(sorted(unknown))}, not among the training sources "
+                           f"({', '.join(sorted({e.source for e in splits['train']}))})")
     if args.threads:
         torch.set_num_threads(args.threads)
     baseline = deployed_baseline(deployed_dir, data_args, splits, labels, force=args.force, device=args.device,
                                  batch_size=args.eval_batch_size)
     _seed_everything(args.seed)
-    device = pick_device(args.device)
     base_model = model_args.resolved_base_model()
     tokenizer, model = _load_base(base_model, labels, model_args.dropout)
     if model_args.freeze_embeddings:
@@ -190,9 +265,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     label_index = {name: i for i, name in enumerate(labels)}
     train_rows = splits["train"]
     encoded = tokenizer([e.text for e in train_rows], truncation=True, max_length=model_args.max_length)["input_ids"]
+    lengths = [len(ids) for ids in encoded]
     targets = torch.tensor([label_index[e.label] for e in train_rows])
     counts = torch.tensor([train_labels.get(name, 0) for name in labels], dtype=torch.float)
-    class_weight = (counts.sum() / (len(labels) * counts.clamp(min=1))).to(device) if args.class_weights else None
+    class_weight = (counts.sum() / (len(labels) * counts.clamp(min=1))).to(device) if balance == "loss" else None
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -202,8 +278,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     ], lr=args.learning_rate)
     steps_per_epoch = -(-len(train_rows) // (args.batch_size * args.gradient_accumulation))
     total_steps = steps_per_epoch * args.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
-    autocast_dtype = _autocast_dtype(args.precision, device)
+    scheduler = get_scheduler({"constant": "constant_with_warmup"}.get(args.lr_scheduler, args.lr_scheduler), optimizer,
+                              num_warmup_steps=int(args.warmup_ratio * total_steps), num_training_steps=total_steps)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
 
     validation = splits["validation"]
@@ -223,7 +299,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     model.train()
     stop = False
     for epoch in range(args.epochs):
-        batches = _length_grouped_batches([len(ids) for ids in encoded], args.batch_size, rng)
+        batches = _length_grouped_batches(_epoch_draw(train_rows, balance, source_weights, rng), lengths, args.batch_size, rng)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", dynamic_ncols=True)
         seen, tick = 0, time.monotonic()
         for step, idx in enumerate(bar, 1):
@@ -231,7 +307,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = model(**batch).logits
-            loss = F.cross_entropy(logits.float(), targets[idx].to(device), weight=class_weight)
+            loss = F.cross_entropy(logits.float(), targets[idx].to(device), weight=class_weight, label_smoothing=args.label_smoothing)
             scaler.scale(loss / args.gradient_accumulation).backward()
             if step % args.gradient_accumulation == 0 or step == len(batches):
                 scaler.unscale_(optimizer)
@@ -269,13 +345,17 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
                              batch_size=args.eval_batch_size, device=device)
 
     test = splits["test"]
-    fit = fit_and_score(raw_val_probs, raw_probs(test), validation, test, labels, args.report_dir)
+    raw_test_probs = raw_probs(test)
+    fit = fit_and_score(raw_val_probs, raw_test_probs, validation, test, labels, args.report_dir)
     metrics = {**fit.metrics, "history": history}
     candidate = {"test": {"overall": fit.metrics["test"], "per_source": fit.metrics["test_per_source"]}}
+    candidate_predicted = {"test": _predicted(apply_temperature(raw_test_probs, fit.temperature), test, labels, fit.decision)}
     if baseline and "holdout" in baseline.sets:
         holdout = baseline.sets["holdout"]
-        candidate["holdout"] = scores_by_source(apply_temperature(raw_probs(holdout), fit.temperature), holdout, labels, fit.decision)
-    comparison = compare(candidate, baseline, args.max_regression)
+        holdout_probs = apply_temperature(raw_probs(holdout), fit.temperature)
+        candidate["holdout"] = scores_by_source(holdout_probs, holdout, labels, fit.decision)
+        candidate_predicted["holdout"] = _predicted(holdout_probs, holdout, labels, fit.decision)
+    comparison = compare(candidate, candidate_predicted, baseline, args.max_regression, args.gate_confidence)
     created = datetime.now(UTC)
     version = f"{created:%Y%m%dT%H%M%SZ}-{recipe_hash[:8]}"
     manifest = {
