@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import orjson
@@ -16,8 +16,16 @@ from .metrics import classification_report
 BINARY_LABELS = ("negative", "positive")
 
 
-def score(probs: np.ndarray, gold: Sequence[str], model_labels: Sequence[str], rule: dict[str, Any]) -> dict[str, Any]:
-    """Metrics for one data set.
+class Predictions(NamedTuple):
+    mode: str  # binary or multiclass
+    labels: Sequence[str]  # what the indices name
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    confidence: np.ndarray
+
+
+def predictions(probs: np.ndarray, gold: Sequence[str], model_labels: Sequence[str], rule: dict[str, Any]) -> Predictions:
+    """Gold and predicted label indices for one data set.
 
     Binary mode when the gold labels are only negative/positive but the model also
     has neutral: the verdict compares P(negative) with P(positive).
@@ -28,16 +36,18 @@ def score(probs: np.ndarray, gold: Sequence[str], model_labels: Sequence[str], r
         raise TrainerError(f"data has labels {sorted(unknown)} that the model does not predict ({list(model_labels)})")
     if gold_set <= set(BINARY_LABELS) and "neutral" in model_labels:
         index = {name: i for i, name in enumerate(BINARY_LABELS)}
-        y_true = np.array([index[g] for g in gold])
-        y_pred = decide_binary(probs, model_labels)
         pair = probs[:, [model_labels.index("negative"), model_labels.index("positive")]]
         confidence = pair.max(axis=1) / np.clip(pair.sum(axis=1), 1e-12, None)
-        return {"mode": "binary", **classification_report(y_true, y_pred, BINARY_LABELS, confidence)}
+        return Predictions("binary", BINARY_LABELS, np.array([index[g] for g in gold]), decide_binary(probs, model_labels), confidence)
     index = {name: i for i, name in enumerate(model_labels)}
-    y_true = np.array([index[g] for g in gold])
     y_pred = decide(probs, model_labels, rule)
-    confidence = probs[np.arange(len(probs)), y_pred]
-    return {"mode": "multiclass", **classification_report(y_true, y_pred, model_labels, confidence)}
+    return Predictions("multiclass", tuple(model_labels), np.array([index[g] for g in gold]), y_pred, probs[np.arange(len(probs)), y_pred])
+
+
+def score(probs: np.ndarray, gold: Sequence[str], model_labels: Sequence[str], rule: dict[str, Any]) -> dict[str, Any]:
+    """Metrics for one data set (binary mode as `predictions` says)."""
+    p = predictions(probs, gold, model_labels, rule)
+    return {"mode": p.mode, **classification_report(p.y_true, p.y_pred, p.labels, p.confidence)}
 
 
 def write_report(report: dict[str, Any], report_dir: str | Path) -> list[Path]:

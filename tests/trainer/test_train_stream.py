@@ -36,7 +36,7 @@ def test_train_from_topic_is_gated_by_the_deployed_checkpoint(tiny_checkpoint, k
     # A margin of -1 demands a macro-F1 gain of 1.0: no candidate can pass.
     assert _train(topic, kafka_bootstrap, out, "--max-regression", "-1", "--epochs", "1") == 2
     err = capsys.readouterr().err
-    assert f"the deployed {DEPLOYED} scores" in err and "latest not moved" in err and "Traceback" not in err
+    assert f"against the deployed {DEPLOYED}'s" in err and "latest not moved" in err and "Traceback" not in err
     assert os.readlink(out / "latest") == DEPLOYED
     refused = next(p for p in out.iterdir() if p.is_dir() and not p.is_symlink() and p.name != DEPLOYED and not p.name.startswith("."))
     manifest = read_manifest(refused)
@@ -67,3 +67,31 @@ def test_train_from_topic_is_gated_by_the_deployed_checkpoint(tiny_checkpoint, k
     forced = read_manifest(out / "latest")
     assert forced["version"] not in (DEPLOYED, refused.name)
     assert forced["comparison"]["passed"] is False and forced["comparison"]["forced"] is True
+
+
+def _skewed(negatives: int, positives: int) -> list[dict]:
+    reviews = corpus_reviews(2000)
+    return [r for r in reviews if r["rating"] <= 2][:negatives] + [r for r in reviews if r["rating"] >= 4][:positives]
+
+
+def test_a_stream_short_of_a_class_is_refused_in_one_line(kafka_bootstrap, make_topic, tmp_path, capsys):
+    topic = make_topic("skewed-short", partitions=2)
+    produce(kafka_bootstrap, topic, dumps(_skewed(negatives=15, positives=400)))
+    assert _train(topic, kafka_bootstrap, tmp_path / "out", "--epochs", "1") == 2
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if line.startswith("error:"))
+    assert "negative example(s), fewer than --min-examples-per-class 20" in line and "Traceback" not in err
+    assert not (tmp_path / "out" / "latest").exists()
+
+
+def test_a_skewed_stream_is_class_balanced_by_default(kafka_bootstrap, make_topic, tmp_path):
+    topic = make_topic("skewed", partitions=2)
+    produce(kafka_bootstrap, topic, dumps(_skewed(negatives=100, positives=400)))  # 80% 4-5 stars
+    assert _train(topic, kafka_bootstrap, tmp_path / "balanced", "--epochs", "1", "--onnx", "false") == 0
+    manifest = read_manifest(tmp_path / "balanced" / "latest")
+    assert manifest["hyperparameters"]["balance"] == "sampling" and manifest["data"]["kafka"]["used"] == 500
+    assert manifest["data"]["splits"]["train"]["labels"]["positive"] > 3 * manifest["data"]["splits"]["train"]["labels"]["negative"]
+    # Named explicitly, the loss weighting is used instead, and the recipe (so its hash) differs.
+    assert _train(topic, kafka_bootstrap, tmp_path / "loss", "--epochs", "1", "--onnx", "false", "--balance", "loss") == 0
+    other = read_manifest(tmp_path / "loss" / "latest")
+    assert other["hyperparameters"]["balance"] == "loss" and other["recipe_hash"] != manifest["recipe_hash"]
