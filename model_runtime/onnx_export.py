@@ -25,6 +25,8 @@ import sys
 import tempfile
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,17 @@ def fused_ops(path: Path) -> dict[str, int]:
 
     graph = onnx.load(str(path)).graph
     return dict(sorted(Counter(node.op_type for node in graph.node if node.domain == ORT_DOMAIN).items()))
+
+
+@contextmanager
+def _root_logging_at(level: int) -> Iterator[None]:
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(max(level, previous))
+    try:
+        yield
+    finally:
+        root.setLevel(previous)
 
 
 def export_onnx(model, tokenizer, directory: str | Path) -> dict[str, Any]:
@@ -81,8 +94,9 @@ def export_onnx(model, tokenizer, directory: str | Path) -> dict[str, Any]:
         optimized = optimize_model(str(raw), model_type="bert", num_heads=config.num_attention_heads,
                                    hidden_size=config.hidden_size)
         optimized.save_model_to_file(str(out / ONNX_FILES["none"]))
-    quantize_dynamic(str(out / ONNX_FILES["none"]), str(out / ONNX_FILES["int8"]), weight_type=QuantType.QInt8,
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    with _root_logging_at(logging.WARNING):  # the quantizer logs two INFO lines per tensor on the root logger
+        quantize_dynamic(str(out / ONNX_FILES["none"]), str(out / ONNX_FILES["int8"]), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     files = {}
     for quantize, name in ONNX_FILES.items():
         ops = fused_ops(out / name)
