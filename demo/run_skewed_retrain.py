@@ -56,14 +56,14 @@ def skewed_stream(events: list[dict], held_out_per_class: int, positive_share: f
 def retrain(name: str, topic: str, args, deployed_dir: Path, train_args: list[str], extra: list[str]) -> tuple[int, Path | None]:
     out = Path(args.work_dir) / name
     seed_work_dir(str(deployed_dir), out)
+    before = {p.name for p in out.iterdir()}
     cmd = [sys.executable, "-m", "trainer", "train", "--data", f"kafka:{topic}", "--bootstrap-servers", args.bootstrap_servers,
            "--base-model", str(deployed_dir), "--output-dir", str(out), *train_args, *extra]
     print(f"\nretrain ({name}): {' '.join(cmd[3:])}", flush=True)
     started = time.monotonic()
     rc = subprocess.run(cmd, cwd=ROOT).returncode
     print(f"  exit {rc} after {time.monotonic() - started:.0f} s", flush=True)
-    deployed = read_manifest(deployed_dir)["version"]
-    built = [p for p in out.iterdir() if p.is_dir() and not p.is_symlink() and p.name != deployed and not p.name.startswith(".")]
+    built = [p for p in out.iterdir() if p.is_dir() and not p.is_symlink() and p.name not in before and not p.name.startswith(".")]
     return rc, max(built, key=lambda p: p.name, default=None)
 
 

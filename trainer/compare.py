@@ -36,7 +36,7 @@ from .config import DataArguments
 from .corpora import ENGLISH
 from .data import Example, cap_per_source, rating_cutoffs, read_split_source
 from .errors import TrainerError
-from .evaluate import predictions, score
+from .evaluate import Predictions, predictions, score
 from .metrics import paired_bootstrap_delta
 from .stream import KAFKA_PREFIX
 
@@ -156,7 +156,7 @@ def deployed_baseline(deployed_dir: Path | None, data: DataArguments, splits: di
         return Baseline(deployed_dir, sets, sources, None, reason=str(exc))
 
 
-def compare(candidate: dict[str, dict[str, Any]], candidate_predicted: dict[str, np.ndarray], baseline: Baseline | None,
+def compare(candidate: dict[str, dict[str, Any]], candidate_predicted: dict[str, Predictions], baseline: Baseline | None,
             max_regression: float, confidence: float) -> dict[str, Any] | None:
     """The comparison recorded in the manifest; `passed` decides whether `latest` moves.
 
@@ -172,8 +172,9 @@ def compare(candidate: dict[str, dict[str, Any]], candidate_predicted: dict[str,
     for name, examples in baseline.sets.items():
         old = baseline.scores[name]
         new_f1, old_f1 = candidate[name]["overall"]["macro_f1"], old["overall"]["macro_f1"]
-        truth = _truth_indices(examples, old["overall"]["labels"])
-        deltas = paired_bootstrap_delta(truth, candidate_predicted[name], baseline.predicted[name], len(old["overall"]["labels"]))
+        names = old["overall"]["labels"]
+        truth = _truth_indices(examples, names)
+        deltas = paired_bootstrap_delta(truth, _indices_in(candidate_predicted[name], names), baseline.predicted[name], len(names))
         low, high = (float(np.quantile(deltas, q)) for q in (1 - confidence, confidence))
         passed = low >= -max_regression
         log.info("%s (%d texts): deployed %s macro-F1 %.4f, candidate %.4f (%+.4f, one-sided %.0f%% bound %+.4f; publishing needs "
@@ -192,6 +193,14 @@ def compare(candidate: dict[str, dict[str, Any]], candidate_predicted: dict[str,
 
 def _truth_indices(examples: Sequence[Example], labels: Sequence[str]) -> np.ndarray:
     return np.array([list(labels).index(e.label) for e in examples])
+
+
+def _indices_in(predicted: Predictions, names: Sequence[str]) -> np.ndarray:
+    """The candidate's predictions as indices into the deployed model's label order (matched by name)."""
+    missing = set(predicted.labels) - set(names)
+    if missing:
+        raise TrainerError(f"the candidate predicts {sorted(missing)}, which the deployed checkpoint's scores do not name ({list(names)})")
+    return np.array([list(names).index(label) for label in predicted.labels])[predicted.y_pred]
 
 
 def refusal(comparison: dict[str, Any], candidate: dict[str, dict[str, Any]]) -> str:

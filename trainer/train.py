@@ -29,7 +29,7 @@ from .compare import compare, deployed_baseline, refusal, scores_by_source
 from .config import DataArguments, ModelArguments, TrainingArguments, recipe
 from .data import LABEL_NAMES, cap_per_source, rating_cutoffs, fingerprint, load_examples, split_examples
 from .errors import TrainerError
-from .evaluate import predictions
+from .evaluate import Predictions, predictions
 from .fitting import Fit, accuracy_line, fit_and_score
 from .metrics import macro_f1
 from .publish import LATEST, ensure_writable, publish
@@ -80,24 +80,31 @@ def _autocast_dtype(precision: str, device) -> Any:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def weighted_label_mass(examples: list, source_weights: dict[str, float]) -> Counter:
+    """Per label, the sum of its examples' source weights: how much of an epoch's draw it gets."""
+    mass: Counter = Counter()
+    for example in examples:
+        mass[example.label] += source_weights.get(example.source, 1.0)
+    return mass
+
+
 def _epoch_draw(examples: list, balance: str, source_weights: dict[str, float], rng: random.Random) -> list[int]:
     """One epoch's training indices: every example once, shuffled; or, with source weights or balanced
     sampling, as many draws with replacement, each example drawn in proportion to its source's weight
     (and, balancing, inversely to its class's weighted mass, so every class is drawn equally often)."""
-    weights = [source_weights.get(e.source, 1.0) for e in examples]
-    if balance == "sampling":
-        mass = Counter()
-        for example, weight in zip(examples, weights):
-            mass[example.label] += weight
-        weights = [weight / mass[example.label] for example, weight in zip(examples, weights)]
     if balance != "sampling" and not source_weights:
         order = list(range(len(examples)))
         rng.shuffle(order)
         return order
+    weights = [source_weights.get(e.source, 1.0) for e in examples]
+    if balance == "sampling":
+        mass = weighted_label_mass(examples, source_weights)
+        weights = [weight / mass[example.label] for example, weight in zip(examples, weights)]
     return rng.choices(range(len(examples)), weights=weights, k=len(examples))
 
 
 def parse_source_weights(specs: list[str]) -> dict[str, float]:
+    """NAME=WEIGHT pairs; weights of 1 are left out (unnamed sources weigh 1), so they draw nothing differently."""
     weights = {}
     for spec in (part for item in specs for part in item.split(",") if part):
         name, _, value = spec.partition("=")
@@ -108,7 +115,7 @@ def parse_source_weights(specs: list[str]) -> dict[str, float]:
         if not name or not weight >= 0 or weight == float("inf"):
             raise TrainerError(f"--source-weights {spec!r}: use NAME=WEIGHT with a weight >= 0, e.g. entity-sentiment=2")
         weights[name.removeprefix("builtin:")] = weight
-    return weights
+    return {name: weight for name, weight in sorted(weights.items()) if weight != 1.0}
 
 
 def resolved_balance(balance: str, sources: list[str]) -> str:
@@ -195,8 +202,8 @@ def _fit_graphs(directory: Path, listing: dict, manifest: dict, splits: dict, th
     return fits
 
 
-def _predicted(probs: np.ndarray, rows: list, labels: list[str], decision: dict) -> np.ndarray:
-    return predictions(probs, [e.label for e in rows], labels, decision).y_pred
+def _predicted(probs: np.ndarray, rows: list, labels: list[str], decision: dict) -> Predictions:
+    return predictions(probs, [e.label for e in rows], labels, decision)
 
 
 def _deployed(output_dir: str, compare_with: str) -> Path | None:
@@ -231,7 +238,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     source_weights = parse_source_weights(data_args.source_weights)
     balance = resolved_balance(args.balance, data_args.data)
     # What autocast resolved to, and the balance auto chose, change the weights: they are part of the recipe.
-    hyperparameters = {**recipe(model_args, data_args, args), "balance": balance,
+    hyperparameters = {**recipe(model_args, data_args, args), "balance": balance, "source_weights": source_weights,
                        "compute_precision": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32"}
     recipe_hash = _recipe_hash(hyperparameters, fingerprints)
     if args.reuse and (existing := _reusable(args.output_dir, recipe_hash)):
@@ -250,6 +257,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     if unknown := set(source_weights) - {e.source for e in splits["train"]}:
         raise TrainerError(f"--source-weights names {', '.join(sorted(unknown))}, not among the training sources "
                            f"({', '.join(sorted({e.source for e in splits['train']}))})")
+    label_mass = weighted_label_mass(splits["train"], source_weights)
+    if weightless := [name for name in labels if label_mass[name] <= 0]:
+        raise TrainerError(f"--source-weights leaves no {', '.join(weightless)} example to draw: every source with one weighs 0")
     if args.threads:
         torch.set_num_threads(args.threads)
     baseline = deployed_baseline(deployed_dir, data_args, splits, labels, force=args.force, device=args.device,
@@ -267,7 +277,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     encoded = tokenizer([e.text for e in train_rows], truncation=True, max_length=model_args.max_length)["input_ids"]
     lengths = [len(ids) for ids in encoded]
     targets = torch.tensor([label_index[e.label] for e in train_rows])
-    counts = torch.tensor([train_labels.get(name, 0) for name in labels], dtype=torch.float)
+    counts = torch.tensor([label_mass[name] for name in labels], dtype=torch.float)  # as the epoch draws them
     class_weight = (counts.sum() / (len(labels) * counts.clamp(min=1))).to(device) if balance == "loss" else None
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
@@ -293,13 +303,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         return probs
 
     rng = random.Random(args.seed)
-    best_f1, best_state, stale, evals, history = -1.0, None, 0, 0, []
+    best_f1, best_state, stale, evals, history, drawn_labels = -1.0, None, 0, 0, [], []
     batches_per_epoch = -(-len(train_rows) // args.batch_size)
     eval_points = {round(batches_per_epoch * k / args.evals_per_epoch) for k in range(1, args.evals_per_epoch + 1)}
     model.train()
     stop = False
     for epoch in range(args.epochs):
-        batches = _length_grouped_batches(_epoch_draw(train_rows, balance, source_weights, rng), lengths, args.batch_size, rng)
+        drawn = _epoch_draw(train_rows, balance, source_weights, rng)
+        drawn_labels.append(dict(Counter(train_rows[i].label for i in drawn)))
+        batches = _length_grouped_batches(drawn, lengths, args.batch_size, rng)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", dynamic_ncols=True)
         seen, tick = 0, time.monotonic()
         for step, idx in enumerate(bar, 1):
@@ -379,7 +391,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         "recipe_hash": recipe_hash,
         **({"comparison": {**comparison, "forced": args.force}} if comparison else {}),
         "training": {"seconds": round(time.monotonic() - started, 1), "device": str(device),
-                     "torch_threads": torch.get_num_threads(), "evaluations": evals},
+                     "torch_threads": torch.get_num_threads(), "evaluations": evals, "drawn_labels_per_epoch": drawn_labels},
     }
 
     graph_fits: dict[str, Fit] = {}

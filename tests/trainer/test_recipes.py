@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -17,8 +19,12 @@ SHRINK = ["--device", "cpu", "--max-train-examples", "240", "--max-eval-examples
 
 
 def recipes(gpu: bool) -> dict[str, list[str]]:
-    out = subprocess.run(["make", "-s", "print-recipes", f"GPU={int(gpu)}"], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    return {name: args.split() for name, _, args in (line.partition(": ") for line in out.splitlines())}
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "GPU")}  # as when run by make test
+    run = subprocess.run(["make", "-s", "--no-print-directory", "print-recipes", f"GPU={int(gpu)}"], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return {name: shlex.split(args) for name, _, args in (line.partition(": ") for line in run.stdout.splitlines())
+            if name in ("english", "multilingual")}
 
 
 @pytest.mark.parametrize("gpu", [False, True])

