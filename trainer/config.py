@@ -88,8 +88,7 @@ class TrainingArguments:
 
 def recipe(model: ModelArguments, data: DataArguments, training: TrainingArguments) -> dict:
     """Everything that decides the weights; the manifest's hyperparameters."""
-    # precision: its resolved compute precision is what changes the weights (train adds it), not the word asked for.
-    skip = {"model_name", "model_cache_dir", "output_dir", "device", "threads", "reuse", "eval_batch_size", "report_dir", "precision",
+    skip = {"model_name", "model_cache_dir", "output_dir", "device", "threads", "reuse", "eval_batch_size", "report_dir",
             "compare_with", "max_regression", "gate_confidence", "force", "onnx", "holdout", "holdout_per_source", "min_examples_per_class"}
     # Temperature scaling on validation is part of every recipe since the manifest carries it.
     merged = {**asdict(model), **asdict(data), **asdict(training)}

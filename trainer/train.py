@@ -238,7 +238,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     source_weights = parse_source_weights(data_args.source_weights)
     balance = resolved_balance(args.balance, data_args.data)
     # What autocast resolved to, and the balance auto chose, change the weights: they are part of the recipe.
-    hyperparameters = {**recipe(model_args, data_args, args), "balance": balance, "source_weights": source_weights,
+    hyperparameters = {**recipe(model_args, data_args, args), "balance": balance,
+                       "source_weights": [f"{name}={weight:g}" for name, weight in source_weights.items()],
                        "compute_precision": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32"}
     recipe_hash = _recipe_hash(hyperparameters, fingerprints)
     if args.reuse and (existing := _reusable(args.output_dir, recipe_hash)):
