@@ -105,10 +105,10 @@ GPU_MULTILINGUAL_RECIPE := $(MULTILINGUAL_BASE) --max-length 128 --epochs 4 --ev
 GPU ?= 0
 CHECKPOINT_RECIPE = $(if $(filter 1,$(GPU)),$(GPU_CHECKPOINT_RECIPE),$(CPU_CHECKPOINT_RECIPE))
 MULTILINGUAL_RECIPE = $(if $(filter 1,$(GPU)),$(GPU_MULTILINGUAL_RECIPE),$(CPU_MULTILINGUAL_RECIPE))
-# What a first `make demo` trains when the full one is missing: 2,000 texts, ~3 min, lower accuracy (README).
+# What a first `make demo` trains when the full one is missing: 2,000 texts, a few minutes, lower accuracy (README).
 MULTILINGUAL_QUICK_RECIPE := $(MULTILINGUAL_BASE) --max-length 96 --freeze-embeddings --epochs 1 --learning-rate 1e-4 \
 	--batch-size 32 --max-train-examples 2000 --max-eval-examples 1000 --evals-per-epoch 1
-# What a first `make demo` trains when checkpoints/latest is missing: 8,000 texts, one epoch, ~3 min.
+# What a first `make demo` trains when checkpoints/latest is missing: 8,000 texts, one epoch, a few minutes.
 ENGLISH_QUICK_RECIPE := $(ENGLISH_DATA) --max-length 64 --freeze-embeddings --epochs 1 --evals-per-epoch 1 \
 	--learning-rate 1e-4 --batch-size 32 --max-train-examples 8000 --max-eval-examples 2000
 ENGLISH_CHECKPOINT = $(if $(wildcard checkpoints/latest/manifest.json),checkpoints/latest,checkpoints/english-quick/latest)
@@ -129,12 +129,12 @@ checkpoint-english: $(STAMP)
 # so that a fresh machine's make demo stays within 20 minutes.
 checkpoint-english-demo: $(STAMP)
 	@if [ ! -e checkpoints/latest/manifest.json ]; then \
-		echo "no English checkpoint yet (make checkpoint builds the full one): the demo trains the quick recipe (~3 min; lower accuracy, docs/recipes.md)"; \
+		echo "no English checkpoint yet (make checkpoint builds the full one): the demo trains the quick recipe (a few minutes; lower accuracy, docs/recipes.md)"; \
 		$(PY) -m trainer train $(ENGLISH_QUICK_RECIPE) --output-dir checkpoints/english-quick --reuse; fi
 
 checkpoint-multilingual-demo: $(STAMP)
 	@if [ ! -e checkpoints/multilingual/latest/manifest.json ]; then \
-		echo "no full multilingual checkpoint yet (make checkpoint builds it): the demo trains the quick recipe (~3 min; lower accuracy, docs/recipes.md)"; \
+		echo "no full multilingual checkpoint yet (make checkpoint builds it): the demo trains the quick recipe (a few minutes; lower accuracy, docs/recipes.md)"; \
 		$(PY) -m trainer train $(MULTILINGUAL_QUICK_RECIPE) --output-dir checkpoints/multilingual-quick --reuse; fi
 
 # The demo prints the dashboard's URL (http://127.0.0.1:$(DASHBOARD_PORT)/); DASHBOARD=1 keeps it up after the stream, until Ctrl-C.
