@@ -133,6 +133,26 @@ def check_class_counts(train_labels: Counter, labels: list[str], minimum: int) -
                            "or lower --min-examples-per-class")
 
 
+_AT_LEAST_ONE = ("epochs", "batch_size", "gradient_accumulation", "evals_per_epoch", "early_stopping_patience", "eval_batch_size")
+
+
+def check_options(model_args: ModelArguments, args: TrainingArguments) -> None:
+    """Option values training can't use, refused before any data is read."""
+    for name in _AT_LEAST_ONE:
+        if (value := getattr(args, name)) < 1:
+            raise TrainerError(f"--{name.replace('_', '-')} {value}: use a value of at least 1")
+    if model_args.max_length < 8:
+        raise TrainerError(f"--max-length {model_args.max_length}: use at least 8 tokens (two go to the special tokens)")
+    if not args.learning_rate > 0:
+        raise TrainerError(f"--learning-rate {args.learning_rate}: use a value above 0")
+    if not 0 <= args.warmup_ratio < 1:
+        raise TrainerError(f"--warmup-ratio {args.warmup_ratio}: use a value in [0, 1)")
+    if not 0.5 <= args.gate_confidence < 1:
+        raise TrainerError(f"--gate-confidence {args.gate_confidence}: use a value in [0.5, 1)")
+    if not 0 <= args.label_smoothing < 1:
+        raise TrainerError(f"--label-smoothing {args.label_smoothing}: use a value in [0, 1)")
+
+
 def _load_base(base_model: str, labels: list[str], dropout: float):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -229,6 +249,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     from transformers import get_scheduler
 
     started = time.monotonic()
+    check_options(model_args, args)
     ensure_writable(args.output_dir)
     deployed_dir = _deployed(args.output_dir, args.compare_with)
     splits, cleaning, stream = prepare_data(data_args, kafka or KafkaConnection())
@@ -251,10 +272,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     if "negative" not in labels or "positive" not in labels:
         raise TrainerError(f"training data must contain negative and positive examples, has {sorted(train_labels)}")
     check_class_counts(train_labels, labels, data_args.min_examples_per_class)
-    if not 0.5 <= args.gate_confidence < 1:
-        raise TrainerError(f"--gate-confidence {args.gate_confidence}: use a value in [0.5, 1)")
-    if not 0 <= args.label_smoothing < 1:
-        raise TrainerError(f"--label-smoothing {args.label_smoothing}: use a value in [0, 1)")
     if unknown := set(source_weights) - {e.source for e in splits["train"]}:
         raise TrainerError(f"--source-weights names {', '.join(sorted(unknown))}, not among the training sources "
                            f"({', '.join(sorted({e.source for e in splits['train']}))})")
@@ -304,7 +321,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         return probs
 
     rng = random.Random(args.seed)
-    best_f1, best_state, stale, evals, history, drawn_labels = -1.0, None, 0, 0, [], []
+    best_f1, best_state, best_val_probs, stale, evals, history, drawn_labels = -1.0, None, None, 0, 0, [], []
     batches_per_epoch = -(-len(train_rows) // args.batch_size)
     eval_points = {round(batches_per_epoch * k / args.evals_per_epoch) for k in range(1, args.evals_per_epoch + 1)}
     model.train()
@@ -333,11 +350,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
             bar.set_postfix(loss=f"{loss.item():.4f}", ex_per_s=f"{seen / (time.monotonic() - tick):.1f}")
             if step in eval_points:
                 evals += 1
-                val_f1 = macro_f1(val_true, validation_probs().argmax(axis=1), len(labels))
+                val_probs = validation_probs()
+                val_f1 = macro_f1(val_true, val_probs.argmax(axis=1), len(labels))
                 history.append({"epoch": epoch + 1, "step": step, "validation_macro_f1": round(val_f1, 4)})
                 log.info("epoch %d step %d: validation macro-F1 %.4f", epoch + 1, step, val_f1)
                 if val_f1 > best_f1:
-                    best_f1, stale = val_f1, 0
+                    best_f1, best_val_probs, stale = val_f1, val_probs, 0
                     best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
                 else:
                     stale += 1
@@ -348,9 +366,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
         bar.close()
         if stop:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    raw_val_probs = validation_probs()
+    # Every epoch ends with an evaluation, so the best one exists; its outputs are the restored weights'
+    # outputs, and a second pass over the validation split would only repeat them.
+    model.load_state_dict(best_state)
+    raw_val_probs = best_val_probs
     model.eval()
 
     def raw_probs(rows: list) -> np.ndarray:

@@ -170,6 +170,10 @@ def test_reuse_skips_training_when_recipe_matches(tiny_checkpoint):
     (["--data", "{good}", "--base-model", "/no/such/model"], "base model '/no/such/model' can't be loaded"),
     (["--data", "{good}", "--output-dir", "{file}/sub"], "is not writable"),
     ([], "no training data"),
+    (["--data", "{good}", "--epochs", "0"], "--epochs 0: use a value of at least 1"),
+    (["--data", "{good}", "--evals-per-epoch", "0"], "--evals-per-epoch 0: use a value of at least 1"),
+    (["--data", "{good}", "--max-length", "4"], "--max-length 4: use at least 8 tokens"),
+    (["--data", "{good}", "--learning-rate", "0"], "--learning-rate 0.0: use a value above 0"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     files = {
