@@ -126,6 +126,16 @@ def build_detector(settings: Settings, store: CounterStore, alerts: AlertStore, 
     return SpikeDetector(store, alerts, rates, rule, a.alert_window, times.baseline_s, times.cooldown_s)
 
 
+def check_batching(m: ModelSettings) -> None:
+    """Batch sizes, waits and counts the loop can't use, refused before any connection or model load."""
+    if m.batch_size < 1:
+        raise ConfigError(f"--batch-size {m.batch_size} must be at least 1")
+    for flag, value in (("--max-wait-ms", m.max_wait_ms), ("--inference-batch-size", m.inference_batch_size),
+                        ("--threads", m.threads), ("--cache-size", m.cache_size)):
+        if value < 0:
+            raise ConfigError(f"{flag} {value} must be >= 0")
+
+
 def checkpoint_paths(m: ModelSettings) -> dict[str, str]:
     """Each route's checkpoint path: English alone, or English and multilingual."""
     paths = {ENGLISH: m.checkpoint}
@@ -169,6 +179,7 @@ class StreamProcessor:
     # -- start-up -------------------------------------------------------------------------
     def start(self) -> None:
         s = self.settings
+        check_batching(s.model)
         layout = s.layout()
         kafka_conf = consumer_config(s.kafka, on_stats=self.metrics.on_stats)
         log.info("starting", extra={"kafka": redact({k: v for k, v in kafka_conf.items() if k != "stats_cb"}),

@@ -67,6 +67,25 @@ def test_cli_refuses_owned_setting_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch-size", "0", "--batch-size 0 must be at least 1"),
+    ("--inference-batch-size", "-1", "--inference-batch-size -1 must be >= 0"),
+    ("--max-wait-ms", "-5", "--max-wait-ms -5 must be >= 0"),
+])
+def test_cli_refuses_batching_it_cant_use_with_one_line(tmp_path, flag, value, message):
+    import subprocess
+    import sys
+
+    from .harness import ROOT
+
+    # No broker, Redis or checkpoint behind these: the refusal comes before any of them is touched.
+    result = subprocess.run([sys.executable, "-m", "consumer", "run", flag, value, "--bootstrap-servers", "127.0.0.1:1",
+                             "--redis-url", "redis://127.0.0.1:1/0", "--checkpoint", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == f"error: {message}"
+
+
 def test_flags_take_defaults_from_env(monkeypatch):
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker:19092")
     monkeypatch.setenv("REDIS_URL", "redis://r:6379/3")
